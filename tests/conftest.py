@@ -1,0 +1,169 @@
+"""Shared fixtures: a real PostgreSQL database, real Redis, the local news sites.
+
+A missing service fails the run (pytest.exit), never skips: CI must not pass by testing less.
+The test database is created for this run and dropped at its end, so runs never share state.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_URL = os.environ.get("NEWSAGG_TEST_DATABASE_URL", "postgresql://localhost/postgres")
+TEST_DB = f"newsagg_test_{os.getpid()}"
+REDIS_URL = os.environ.get("NEWSAGG_TEST_REDIS_URL", "redis://localhost:6379/15")
+
+
+def _database_url(dbname: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    return urlunsplit(urlsplit(SERVER_URL)._replace(path=f"/{dbname}"))
+
+
+# Settings are read once per process, so the environment is fixed before workers imports.
+TEST_ENV = {
+    "DATABASE_URL": _database_url(TEST_DB),
+    "REDIS_URL": REDIS_URL,
+    "NEWSAGG_ALLOWED_NETWORKS": "127.0.0.0/8",
+    "NEWSAGG_CONNECT_TIMEOUT": "2",
+    "NEWSAGG_READ_TIMEOUT": "2",
+    "NEWSAGG_TOTAL_TIMEOUT": "6",
+    "NEWSAGG_FETCH_RETRIES": "1",
+    "NEWSAGG_RETRY_BACKOFF": "0.2",
+    "NEWSAGG_TEST_SLOW_SECONDS": "4",
+    "NEWSAGG_LOG_LEVEL": "INFO",
+}
+os.environ.update(TEST_ENV)
+
+TABLES = "fetches, discovered_urls, article_revisions, articles, stories, crawls, sources"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    try:
+        psycopg.connect(SERVER_URL, connect_timeout=5).close()
+    except psycopg.OperationalError as exc:
+        pytest.exit(f"PostgreSQL is not reachable at {SERVER_URL}: {exc}", returncode=3)
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5).ping()
+    except redis.RedisError as exc:
+        pytest.exit(f"Redis is not reachable at {REDIS_URL}: {exc}", returncode=3)
+
+
+@pytest.fixture(scope="session")
+def database() -> Iterator[str]:
+    """A fresh database with schema.sql applied (twice: the schema must be idempotent)."""
+    from workers import store
+
+    with psycopg.connect(SERVER_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{TEST_DB}"')
+    store.create_database(SERVER_URL, TEST_DB)
+    url = _database_url(TEST_DB)
+    with psycopg.connect(url, autocommit=True) as conn:
+        store.apply_schema(conn)
+        store.apply_schema(conn)
+    yield url
+    with psycopg.connect(SERVER_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
+
+
+@pytest.fixture
+def conn(database: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection to an emptied test database."""
+    with psycopg.connect(database, autocommit=True) as connection:
+        connection.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+        yield connection
+
+
+@pytest.fixture
+def settings() -> Any:
+    from workers.settings import load_settings
+
+    return load_settings()
+
+
+@pytest.fixture
+def fetcher(settings: Any) -> Iterator[Any]:
+    from workers.fetch import Fetcher
+
+    with Fetcher(settings) as f:
+        yield f
+
+
+@pytest.fixture
+def redis_db() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def sites() -> Iterator[list[Any]]:
+    """The local news sites (tests/sites.py), served on loopback for the whole run."""
+    from tests.sites import build_sites, serve_sites
+
+    with serve_sites(build_sites()) as served:
+        yield served
+
+
+def newsagg(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the installed `newsagg` command with the test environment."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **TEST_ENV, "COLUMNS": "200"},
+        cwd=ROOT,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"newsagg {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+@pytest.fixture
+def worker(conn: psycopg.Connection[Any], redis_db: redis.Redis, tmp_path: Path) -> Iterator[Any]:
+    """A real Celery worker (prefork, 2 processes) on the test database and Redis."""
+    log = (tmp_path / "worker.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "worker", "--concurrency", "2",
+         "-n", f"test{os.getpid()}@%h"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **TEST_ENV},
+        cwd=ROOT,
+    )
+    deadline = time.monotonic() + 60
+    text = ""
+    while time.monotonic() < deadline:
+        text = (tmp_path / "worker.log").read_text()
+        if " ready." in text:
+            break
+        if proc.poll() is not None:
+            raise AssertionError(f"worker exited early:\n{text}")
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        raise AssertionError(f"worker did not become ready:\n{text}")
+    proc.log_path = tmp_path / "worker.log"  # type: ignore[attr-defined]
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()

@@ -1,0 +1,409 @@
+"""The `newsagg` command: database, sources, crawls, Celery processes, status."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from workers import store
+from workers.settings import Settings, SettingsError, get_settings
+
+app = typer.Typer(
+    help="newsagg: news aggregation workers.", no_args_is_help=True, add_completion=False
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+sources_app = typer.Typer(help="Sources: feeds, sitemaps and listing pages.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(sources_app, name="sources")
+console = Console()
+err = Console(stderr=True)
+QUEUES = "control,crawl,articles"
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        raise fail(str(exc), 2) from None
+
+
+def connect(settings: Settings) -> psycopg.Connection[Any]:
+    try:
+        return psycopg.connect(
+            settings.database_url, autocommit=True, application_name="newsagg-cli"
+        )
+    except psycopg.OperationalError as exc:
+        raise fail(
+            f"cannot connect to PostgreSQL at {redact(settings.database_url)}: "
+            f"{str(exc).strip()}\nIs it running? Has `newsagg db init` been run?"
+        ) from None
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+# -- db ---------------------------------------------------------------------------------
+
+
+@db_app.command("init")
+def db_init() -> None:
+    """Create the database if missing and apply schema.sql (safe to repeat)."""
+    settings = settings_or_exit()
+    parts = urlsplit(settings.database_url)
+    dbname = parts.path.lstrip("/") or "newsagg"
+    admin_url = urlunsplit(parts._replace(path="/postgres"))
+    try:
+        if store.create_database(admin_url, dbname):
+            console.print(f"created database [bold]{dbname}[/]")
+    except psycopg.Error as exc:
+        # Managed databases often forbid CREATE DATABASE; the target may exist anyway.
+        err.print(f"[yellow]note:[/] could not check/create database {dbname}: {str(exc).strip()}")
+    with connect(settings) as conn:
+        store.apply_schema(conn)
+    console.print(f"schema applied to [bold]{redact(settings.database_url)}[/]")
+
+
+# -- sources ----------------------------------------------------------------------------
+
+
+@sources_app.command("add")
+def sources_add(
+    name: str,
+    url: str,
+    kind: Annotated[str, typer.Option(help="feed, sitemap or page")] = "feed",
+    interval: Annotated[int, typer.Option(help="minutes between scheduled crawls")] = 15,
+) -> None:
+    """Add a source."""
+    if kind not in ("feed", "sitemap", "page"):
+        raise fail(f"--kind must be feed, sitemap or page, not {kind!r}", 2)
+    with connect(settings_or_exit()) as conn:
+        try:
+            source = store.add_source(conn, name, url, kind, timedelta(minutes=interval))  # type: ignore[arg-type]
+        except store.StoreError as exc:
+            raise fail(str(exc)) from None
+        except psycopg.errors.CheckViolation as exc:
+            raise fail(
+                f"invalid source: {exc.diag.message_primary} "
+                "(name: letters, digits, . _ -; url: http(s)://…)"
+            ) from None
+    console.print(f"added source [bold]{source.name}[/] ({source.kind}) {source.url}")
+
+
+@sources_app.command("list")
+def sources_list() -> None:
+    """List sources."""
+    with connect(settings_or_exit()) as conn:
+        sources = store.find_sources(conn)
+    table = Table("name", "kind", "url", "enabled", "interval", "next crawl")
+    for s in sources:
+        table.add_row(
+            s.name,
+            s.kind,
+            s.url,
+            "yes" if s.enabled else "no",
+            str(s.crawl_interval),
+            s.next_crawl_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    console.print(table)
+
+
+@sources_app.command("remove")
+def sources_remove(name: str) -> None:
+    """Remove a source (its crawl history goes; its articles stay)."""
+    with connect(settings_or_exit()) as conn:
+        if not store.remove_source(conn, name):
+            raise fail(f"no source named {name!r}")
+    console.print(f"removed source [bold]{name}[/]")
+
+
+@sources_app.command("load")
+def sources_load(
+    file: Annotated[
+        Path | None, typer.Argument(help="TOML file; default schedules/sources.toml")
+    ] = None,
+) -> None:
+    """Add or update the sources listed in a TOML file."""
+    settings = settings_or_exit()
+    path = file or settings.sources_file
+    try:
+        entries = tomllib.loads(path.read_text(encoding="utf-8")).get("source", [])
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise fail(f"cannot read {path}: {exc}") from None
+    with connect(settings) as conn:
+        for entry in entries:
+            store.add_source(
+                conn,
+                entry["name"],
+                entry["url"],
+                entry.get("kind", "feed"),
+                timedelta(minutes=int(entry.get("interval", 15))),
+                replace=True,
+            )
+    console.print(f"loaded {len(entries)} sources from {path}")
+
+
+# -- crawl ------------------------------------------------------------------------------
+
+
+@app.command()
+def crawl(
+    names: Annotated[list[str] | None, typer.Argument(help="source names")] = None,
+    all_sources: Annotated[bool, typer.Option("--all", help="crawl every source")] = False,
+    wait: Annotated[bool, typer.Option(help="wait until every URL found is processed")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds --wait waits at most")] = 3600,
+) -> None:
+    """Enqueue a crawl now (a crawl already queued or running is watched, not doubled)."""
+    from workers.tasks import crawl_source
+
+    settings = settings_or_exit()
+    if not names and not all_sources:
+        raise fail("name one or more sources, or pass --all", 2)
+    with connect(settings) as conn:
+        sources = store.find_sources(conn, None if all_sources else list(names or []))
+        missing = set(names or []) - {s.name for s in sources}
+        if missing:
+            raise fail(f"no source named {', '.join(sorted(missing))}")
+        crawls: dict[int, str] = {}
+        for source in sources:
+            crawl_id = store.create_crawl(conn, source.id, "manual")
+            if crawl_id is None:
+                crawl_id = store.active_crawl(conn, source.id)
+                console.print(
+                    f"{source.name}: a crawl is already under way (#{crawl_id}); watching it"
+                )
+            else:
+                try:
+                    crawl_source.delay(crawl_id)
+                except Exception as exc:
+                    store.fail_crawl(conn, crawl_id, f"could not enqueue: {exc}")
+                    raise fail(
+                        f"cannot reach the broker at {redact(settings.redis_url)}: {exc}"
+                    ) from None
+                console.print(f"{source.name}: crawl #{crawl_id} queued")
+            if crawl_id is not None:
+                crawls[crawl_id] = source.name
+        if not wait:
+            return
+        results = watch_crawls(conn, crawls, timeout)
+    print_summary(results, crawls)
+    if any(c.status != "finished" for c in results.values()):
+        raise typer.Exit(1)
+
+
+def watch_crawls(
+    conn: psycopg.Connection[Any], crawls: dict[int, str], timeout: float
+) -> dict[int, store.Crawl]:
+    """Show progress until every crawl is over (or timeout)."""
+    deadline = time.monotonic() + timeout
+    results: dict[int, store.Crawl] = {}
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[state]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        bars = {
+            cid: progress.add_task(f"{name} #{cid}", total=None, state="queued")
+            for cid, name in crawls.items()
+        }
+        while True:
+            for crawl_id, bar in bars.items():
+                current = store.get_crawl(conn, crawl_id)
+                if current is None:
+                    continue
+                results[crawl_id] = current
+                total = current.urls_queued if current.started_at else None
+                progress.update(
+                    bar,
+                    total=total or (None if current.status in store.ACTIVE else 1),
+                    completed=current.urls_done
+                    if total
+                    else (0 if current.status in store.ACTIVE else 1),
+                    state=current.status,
+                )
+            if all(r.status not in store.ACTIVE for r in results.values()) and len(results) == len(
+                crawls
+            ):
+                return results
+            if time.monotonic() > deadline:
+                err.print(f"[yellow]gave up waiting after {timeout:g}s[/]")
+                return results
+            time.sleep(0.5)
+
+
+def print_summary(results: dict[int, store.Crawl], names: dict[int, str]) -> None:
+    table = Table(
+        "source",
+        "crawl",
+        "status",
+        "found",
+        "new",
+        "stored",
+        "duplicates",
+        "updated",
+        "unchanged",
+        "failed",
+    )
+    for crawl_id, c in results.items():
+        table.add_row(
+            names[crawl_id],
+            str(crawl_id),
+            c.status,
+            str(c.urls_found),
+            str(c.urls_new),
+            str(c.articles_stored),
+            str(c.duplicates),
+            str(c.updated),
+            str(c.unchanged),
+            str(c.failures),
+        )
+    console.print(table)
+    for c in results.values():
+        if c.error:
+            err.print(f"[red]{names[c.id]}:[/] {c.error}")
+
+
+# -- status -----------------------------------------------------------------------------
+
+
+@app.command()
+def status() -> None:
+    """Per source: last crawl, articles stored, failures, next crawl."""
+    with connect(settings_or_exit()) as conn:
+        rows = store.source_status(conn)
+    table = Table(
+        "source",
+        "kind",
+        "enabled",
+        "last crawl",
+        "result",
+        "articles",
+        "24 h",
+        "failures 24 h",
+        "next crawl",
+    )
+    for r in rows:
+        last = r["last_crawl_at"].strftime("%Y-%m-%d %H:%M:%S") if r["last_crawl_at"] else "never"
+        result = r["last_crawl_status"] or "-"
+        if r["last_crawl_error"]:
+            result += f": {r['last_crawl_error'][:60]}"
+        table.add_row(
+            r["name"],
+            r["kind"],
+            "yes" if r["enabled"] else "no",
+            last,
+            result,
+            str(r["articles"]),
+            str(r["articles_24h"]),
+            str(r["failures_24h"]),
+            r["next_crawl_at"].strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    console.print(table)
+
+
+# -- Celery processes -------------------------------------------------------------------
+
+PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def celery_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "workers.app", *args]
+
+
+def worker_command(settings: Settings, extra: list[str]) -> list[str]:
+    args = ["worker", "-Q", QUEUES, "--loglevel", settings.log_level, "-n", "newsagg@%h"]
+    if settings.worker_concurrency:
+        args += ["--concurrency", str(settings.worker_concurrency)]
+    return celery_command(*args, *extra)
+
+
+def beat_command(settings: Settings, extra: list[str]) -> list[str]:
+    # The schedule is static (the real one lives in Postgres), so beat's state file only
+    # records last-run times; keep it out of the working directory.
+    schedule = Path(tempfile.gettempdir()) / f"newsagg-beat-{os.getuid()}"
+    return celery_command(
+        "beat", "--loglevel", settings.log_level, "--schedule", str(schedule), *extra
+    )
+
+
+@app.command(context_settings=PASSTHROUGH)
+def worker(ctx: typer.Context) -> None:
+    """Run a Celery worker (extra arguments go to `celery worker`)."""
+    settings = settings_or_exit()
+    os.execv(sys.executable, worker_command(settings, list(ctx.args)))
+
+
+@app.command(context_settings=PASSTHROUGH)
+def beat(ctx: typer.Context) -> None:
+    """Run Celery beat (run exactly one; extra arguments go to `celery beat`)."""
+    settings = settings_or_exit()
+    os.execv(sys.executable, beat_command(settings, list(ctx.args)))
+
+
+@app.command()
+def run() -> None:
+    """Run one worker and one beat in the foreground; Ctrl-C stops both cleanly."""
+    settings = settings_or_exit()
+    procs = [
+        subprocess.Popen(worker_command(settings, [])),
+        subprocess.Popen(beat_command(settings, [])),
+    ]
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        for proc in procs:
+            if proc.poll() is None:
+                # SIGTERM is Celery's warm shutdown: running tasks finish, unacked requeue.
+                proc.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    code = 0
+    while any(proc.poll() is None for proc in procs):
+        if not stopping and any(proc.poll() is not None for proc in procs):
+            err.print("[red]a child process exited; stopping the other[/]")
+            code = 1
+            stop(signal.SIGTERM, None)
+        time.sleep(0.3)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

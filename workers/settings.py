@@ -1,0 +1,112 @@
+"""Configuration: environment variables → one frozen, validated Settings object per process.
+
+Every knob has a local default so a developer can run everything with no configuration;
+a bad value fails at start-up with a message naming the variable, never mid-crawl.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_SOURCES_FILE = Path(__file__).resolve().parent.parent / "schedules" / "sources.toml"
+
+
+class SettingsError(RuntimeError):
+    """The environment holds a value newsagg cannot use; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """All configuration, read once from the environment (prefix ``NEWSAGG_``).
+
+    ``DATABASE_URL`` and ``REDIS_URL`` keep their conventional unprefixed names.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="NEWSAGG_", frozen=True, extra="ignore")
+
+    database_url: str = Field(
+        default="postgresql://localhost/newsagg", validation_alias="DATABASE_URL"
+    )
+    redis_url: str = Field(default="redis://localhost:6379/0", validation_alias="REDIS_URL")
+    # Private, loopback and link-local targets are refused unless listed here: a feed is
+    # untrusted input and must not be able to point the crawler at internal services.
+    allowed_networks: Annotated[tuple[Network, ...], NoDecode] = ()
+
+    user_agent: str = "newsagg/0.1 (+https://github.com/newsagg/newsagg; news aggregation crawler)"
+    connect_timeout: float = Field(default=5.0, gt=0)
+    read_timeout: float = Field(default=15.0, gt=0)
+    # A server trickling one byte every few seconds defeats a read timeout; this caps the
+    # whole request, body included.
+    total_timeout: float = Field(default=30.0, gt=0)
+    max_redirects: int = Field(default=5, ge=0, le=20)
+    max_page_bytes: int = Field(default=5_000_000, gt=1024)
+    max_feed_bytes: int = Field(default=20_000_000, gt=1024)
+
+    fetch_retries: int = Field(default=2, ge=0, le=10)
+    retry_backoff: float = Field(default=30.0, ge=0)
+    min_text_chars: int = Field(default=100, ge=1)
+
+    default_interval: int = Field(default=900, ge=60, description="seconds between crawls")
+    dispatch_every: float = Field(default=10.0, gt=0)
+    max_urls_per_crawl: int = Field(default=200, ge=1)
+    # A crawl whose worker died never finishes by itself; after this long it is closed as
+    # 'abandoned' so the source can be crawled again.
+    crawl_stale_after: int = Field(default=3600, ge=60)
+    sources_file: Path = DEFAULT_SOURCES_FILE
+    log_level: str = "INFO"
+    worker_concurrency: int | None = Field(default=None, ge=1)
+
+    @field_validator("allowed_networks", mode="before")
+    @classmethod
+    def parse_networks(cls, value: object) -> tuple[Network, ...]:
+        if isinstance(value, tuple):
+            return value
+        if not isinstance(value, str):
+            raise ValueError("expected comma-separated CIDRs, e.g. 127.0.0.0/8,10.1.0.0/16")
+        networks = []
+        for part in value.split(","):
+            if part.strip():
+                networks.append(ipaddress.ip_network(part.strip(), strict=False))
+        return tuple(networks)
+
+    @field_validator("database_url")
+    @classmethod
+    def check_database_url(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql://")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def check_redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+
+def load_settings() -> Settings:
+    """Read the environment now; raise SettingsError naming each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            name = field.upper() if field in ("DATABASE_URL", "REDIS_URL") else field
+            if not name.isupper():
+                name = "NEWSAGG_" + name.upper()
+            problems.append(f"{name}: {error['msg']}")
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
