@@ -117,7 +117,9 @@ def sites() -> Iterator[list[Any]]:
         yield served
 
 
-def newsagg(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+def newsagg(
+    *args: str, timeout: float = 120, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run the installed `newsagg` command with the test environment."""
     proc = subprocess.run(
         [sys.executable, "-m", "workers.cli", *args],
@@ -139,8 +141,16 @@ def worker(conn: psycopg.Connection[Any], redis_db: redis.Redis, tmp_path: Path)
     """A real Celery worker (prefork, 2 processes) on the test database and Redis."""
     log = (tmp_path / "worker.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "worker", "--concurrency", "2",
-         "-n", f"test{os.getpid()}@%h"],
+        [
+            sys.executable,
+            "-m",
+            "workers.cli",
+            "worker",
+            "--concurrency",
+            "2",
+            "-n",
+            f"test{os.getpid()}@%h",
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, **TEST_ENV},

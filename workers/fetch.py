@@ -50,6 +50,27 @@ BINARY_MAGIC = (
     b"OggS",
     b"ID3",
 )
+# Legacy encodings by how common they are on the web, to break a detector's ties.
+WEB_ENCODINGS = (
+    "cp1252",
+    "iso8859-1",
+    "iso8859-15",
+    "cp1251",
+    "shift_jis",
+    "cp932",
+    "euc_jp",
+    "gb18030",
+    "gbk",
+    "big5",
+    "euc_kr",
+    "koi8-r",
+    "iso8859-2",
+    "cp1250",
+    "cp1256",
+    "cp1253",
+    "cp1254",
+)
+WESTERN_SINGLE_BYTE = frozenset({"cp1252", "iso8859-1", "iso8859-15", "cp1250", "iso8859-2"})
 RETRYABLE_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504})
 _META_CHARSET = re.compile(
     rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_\-:.]+)""", re.IGNORECASE
@@ -179,6 +200,31 @@ def declared_charsets(body: bytes, content_type: str | None) -> list[str]:
     return found
 
 
+def mostly_isolated_high_bytes(body: bytes) -> bool:
+    """True when non-ASCII bytes are sparse and stand alone or in pairs between ASCII bytes.
+
+    That is how accented letters look in Western European single-byte text ("Grüße" has one
+    pair). In double-byte encodings (Shift_JIS, GBK, Big5, EUC) and in Cyrillic or Greek
+    text, high bytes are dense and come in long runs.
+    """
+    sample = body[:200_000]
+    runs: list[int] = []
+    length = high = 0
+    for byte in sample:
+        if byte >= 0x80:
+            length += 1
+            high += 1
+        elif length:
+            runs.append(length)
+            length = 0
+    if length:
+        runs.append(length)
+    if not runs:
+        return False
+    short = sum(1 for run in runs if run <= 2)
+    return short / len(runs) >= 0.9 and high / len(sample) < 0.1
+
+
 def decode_body(body: bytes, content_type: str | None = None) -> tuple[str, str]:
     """Decode a page whose declared encoding may be wrong; returns (text, encoding used).
 
@@ -198,13 +244,27 @@ def decode_body(body: bytes, content_type: str | None = None) -> tuple[str, str]
     except UnicodeDecodeError:
         pass
     declared = [name for name in declared_charsets(body, content_type) if name != "utf-8"]
-    best = charset_normalizer.from_bytes(body[:200_000]).best()
-    if best is not None:
+    if mostly_isolated_high_bytes(body):
+        # Accented letters between ASCII ones: a Western single-byte page. Detectors guess
+        # CJK double-byte encodings here when accents are few.
+        single = [n for n in declared if n in WESTERN_SINGLE_BYTE]
+        name = single[0] if single else "cp1252"
+        return body.decode(name, "replace"), name
+    matches = list(charset_normalizer.from_bytes(body[:200_000]))
+    if matches:
+        best = matches[0]
         plausible = {_codec_name(cs) for cs in best.could_be_from_charset}
         for name in declared:
             if name in plausible:
                 return body.decode(name, "replace"), name
-        detected = _codec_name(best.encoding) or best.encoding
+        # The detector often ranks look-alike code pages equally (cp1250 and cp1252 read
+        # French the same, but not "à"): among equals, take the one most used on the web.
+        tied = [
+            _codec_name(m.encoding) or m.encoding
+            for m in matches
+            if m.chaos <= best.chaos + 0.01 and m.coherence >= best.coherence - 0.01
+        ]
+        detected = min(tied, key=lambda n: WEB_ENCODINGS.index(n) if n in WEB_ENCODINGS else 99)
         return body.decode(detected, "replace"), detected
     for name in declared:
         try:

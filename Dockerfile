@@ -1,0 +1,21 @@
+# The newsagg image: one image for the init job, the worker and beat (see docker-compose.yml).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+
+# Dependencies first, pinned, so code changes do not reinstall them.
+COPY constraints.txt ./
+RUN grep -vE '^(mypy|mypy_extensions|ruff|pytest|iniconfig|pluggy|pathspec|types-|librt)' constraints.txt > /tmp/runtime.txt \
+ && pip install --no-cache-dir -r /tmp/runtime.txt
+
+COPY pyproject.toml README.md schema.sql ./
+COPY workers ./workers
+COPY schedules ./schedules
+# Editable install: schema.sql and schedules/ are read from /app at run time.
+RUN pip install --no-cache-dir --no-deps -e . \
+ && useradd --create-home --uid 10001 newsagg
+USER newsagg
+
+ENTRYPOINT ["newsagg"]
+CMD ["--help"]
