@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import ipaddress
 import threading
@@ -112,10 +113,8 @@ class Handler(BaseHTTPRequestHandler):
         if route is None:
             send(404)(self)
         else:
-            try:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 route(self)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
 
     def log_message(self, *args: Any) -> None:
         pass
