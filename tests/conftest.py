@@ -19,9 +19,15 @@ import pytest
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
+# Real pages, feeds and sitemaps (../shared/corpus beside the repository, read-only).
+CORPUS = Path(os.environ.get("NEWSAGG_CORPUS") or ROOT.parent / "shared" / "corpus")
 SERVER_URL = os.environ.get("NEWSAGG_TEST_DATABASE_URL", "postgresql://localhost/postgres")
 TEST_DB = f"newsagg_test_{os.getpid()}"
-REDIS_URL = os.environ.get("NEWSAGG_TEST_REDIS_URL", "redis://localhost:6379/15")
+# A Redis database of its own per run (1-15, never the default 0), so two test runs on one
+# machine do not take each other's tasks.
+REDIS_URL = os.environ.get(
+    "NEWSAGG_TEST_REDIS_URL", f"redis://localhost:6379/{1 + os.getpid() % 15}"
+)
 
 
 def _database_url(dbname: str) -> str:
@@ -49,6 +55,8 @@ TABLES = "fetches, discovered_urls, article_revisions, articles, stories, crawls
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    if not (CORPUS / "README.md").is_file():
+        pytest.exit(f"the corpus is missing at {CORPUS} (set NEWSAGG_CORPUS)", returncode=3)
     try:
         psycopg.connect(SERVER_URL, connect_timeout=5).close()
     except psycopg.OperationalError as exc:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import gzip
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import CORPUS
 from workers.extract import (
     EmptyExtraction,
     FeedHints,
@@ -21,7 +21,6 @@ from workers.extract import (
     split_tags,
 )
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 EXPECTED = json.loads((CORPUS / "metadata" / "expected.json").read_text())
 
 

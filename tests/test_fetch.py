@@ -9,15 +9,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import CORPUS
 from workers.fetch import Fetcher, decode_body, is_blocked_address, looks_binary
 from workers.settings import Settings
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 Route = Callable[[BaseHTTPRequestHandler], None]
 
 

@@ -363,9 +363,11 @@ def queue_urls(
                   FROM input i
                  WHERE d.url = i.url
                    AND ((d.state = 'failed' AND d.retryable AND d.attempts < %(max_attempts)s)
-                        OR (d.state = 'pending' AND NOT EXISTS (
+                        -- still pending: this crawl's own (a redelivered crawl task) or
+                        -- left behind by a crawl that is over
+                        OR (d.state = 'pending' AND (d.crawl_id = %(crawl)s OR NOT EXISTS (
                                SELECT 1 FROM crawls c WHERE c.id = d.crawl_id
-                                  AND c.status IN ('queued', 'running'))))
+                                  AND c.status IN ('queued', 'running')))))
                 RETURNING d.id
             )
             SELECT true, id FROM inserted UNION ALL SELECT false, id FROM retried
@@ -381,15 +383,22 @@ def queue_urls(
             },
         ).fetchall()
         ids = [int(r[1]) for r in rows]
+        # Counted from the frontier, not added up, so a redelivered crawl task that lists
+        # the same URLs again leaves the counts as they were.
         conn.execute(
             """
             UPDATE crawls
-               SET urls_found = %s, urls_new = %s, urls_queued = %s, last_activity_at = now(),
-                   status = CASE WHEN %s = 0 THEN 'finished' ELSE status END,
-                   finished_at = CASE WHEN %s = 0 THEN now() ELSE finished_at END
-             WHERE id = %s
+               SET urls_found = %(found)s, urls_new = urls_new + %(new)s,
+                   urls_queued = (SELECT count(*) FROM discovered_urls WHERE crawl_id = %(crawl)s),
+                   last_activity_at = now()
+             WHERE id = %(crawl)s
             """,
-            (len(listed), sum(1 for r in rows if r[0]), len(ids), len(ids), len(ids), crawl_id),
+            {"found": len(listed), "new": sum(1 for r in rows if r[0]), "crawl": crawl_id},
+        )
+        conn.execute(
+            "UPDATE crawls SET status = 'finished', finished_at = now() "
+            "WHERE id = %s AND status = 'running' AND urls_done >= urls_queued",
+            (crawl_id,),
         )
     return ids
 
