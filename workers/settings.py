@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     # A crawl whose worker died never finishes by itself; after this long it is closed as
     # 'abandoned' so the source can be crawled again.
     crawl_stale_after: int = Field(default=3600, ge=60)
+    # Deduplication and stories: near-duplicates and story matches are looked for only among
+    # articles first seen within this window, so the cost stays flat as the table grows.
+    story_window_days: float = Field(default=3.0, gt=0)
+    # Texts shorter than this (in words) never match as near-duplicates on text alone.
+    near_dup_min_words: int = Field(default=50, ge=1)
+
     sources_file: Path = DEFAULT_SOURCES_FILE
     log_level: str = "INFO"
     worker_concurrency: int | None = Field(default=None, ge=1)
