@@ -22,6 +22,8 @@ CREATE TABLE IF NOT EXISTS sources (
     last_modified   text,
     body_sha256     text,
     consecutive_failures integer NOT NULL DEFAULT 0,
+    host_delay      real        CHECK (host_delay >= 0),
+    host_concurrency integer    CHECK (host_concurrency >= 1),
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
@@ -38,6 +40,8 @@ COMMENT ON COLUMN sources.etag IS 'ETag of the last successful fetch of url, sen
 COMMENT ON COLUMN sources.last_modified IS 'Last-Modified of the last successful fetch of url, sent back as If-Modified-Since.';
 COMMENT ON COLUMN sources.body_sha256 IS 'SHA-256 (hex) of the last body fetched from url: an unchanged body counts as not modified even when the server ignores validators.';
 COMMENT ON COLUMN sources.consecutive_failures IS 'Crawls in a row that failed to read the source; 0 after a success.';
+COMMENT ON COLUMN sources.host_delay IS 'Minimum seconds between two requests to this source''s hosts, fleet-wide; NULL: NEWSAGG_HOST_DELAY. robots.txt Crawl-delay raises it.';
+COMMENT ON COLUMN sources.host_concurrency IS 'Requests in flight at once to this source''s hosts, fleet-wide; NULL: NEWSAGG_HOST_CONCURRENCY.';
 COMMENT ON COLUMN sources.created_at IS 'When the source was added.';
 COMMENT ON COLUMN sources.updated_at IS 'When the source row last changed (configuration or crawl state).';
 
@@ -257,7 +261,7 @@ COMMENT ON COLUMN fetches.source_id IS 'The source the fetch belonged to.';
 COMMENT ON COLUMN fetches.purpose IS 'source (the feed, sitemap or listing page itself, or a child sitemap) or article.';
 COMMENT ON COLUMN fetches.url IS 'URL requested.';
 COMMENT ON COLUMN fetches.final_url IS 'URL after redirects (NULL when no response was received).';
-COMMENT ON COLUMN fetches.status IS 'Outcome: ok, not_modified, http_error, timeout, connect_error, too_large, unsupported_content, too_many_redirects, blocked_address, invalid_url, empty_extraction, parse_error, worker_error.';
+COMMENT ON COLUMN fetches.status IS 'Outcome: ok, not_modified, http_error, timeout, connect_error, protocol_error, too_large, unsupported_content, too_many_redirects, blocked_address, invalid_url, robots_denied, host_backoff, empty_extraction, too_complex, parse_error, worker_error (see README, "What fetches.status means").';
 COMMENT ON COLUMN fetches.http_status IS 'HTTP status code of the last response, when there was one.';
 COMMENT ON COLUMN fetches.error IS 'Human-readable explanation (NULL when status = ok).';
 COMMENT ON COLUMN fetches.content_type IS 'Content-Type of the response.';

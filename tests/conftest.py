@@ -47,6 +47,9 @@ TEST_ENV = {
     "NEWSAGG_FETCH_RETRIES": "1",
     "NEWSAGG_RETRY_BACKOFF": "0.2",
     "NEWSAGG_TEST_SLOW_SECONDS": "4",
+    # All local sites share 127.0.0.1; the politeness tests set their own pacing.
+    "NEWSAGG_HOST_DELAY": "0.02",
+    "NEWSAGG_HOST_CONCURRENCY": "4",
     "NEWSAGG_LOG_LEVEL": "INFO",
 }
 os.environ.update(TEST_ENV)

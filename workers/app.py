@@ -13,6 +13,7 @@ import os
 import threading
 from typing import Any
 
+import redis
 import structlog
 from celery import Celery
 from celery.signals import after_setup_logger, worker_process_init, worker_process_shutdown
@@ -21,6 +22,7 @@ from psycopg_pool import ConnectionPool
 
 from schedules.beat import beat_schedule
 from workers.fetch import Fetcher
+from workers.politeness import Politeness
 from workers.settings import Settings, get_settings
 
 settings = get_settings()
@@ -74,6 +76,8 @@ class Resources:
         self._pid: int | None = None
         self._pool: ConnectionPool | None = None
         self._fetcher: Fetcher | None = None
+        self._redis: redis.Redis | None = None
+        self._politeness: Politeness | None = None
 
     def _ensure(self) -> None:
         with self._lock:
@@ -88,6 +92,8 @@ class Resources:
                 name="newsagg",
             )
             self._fetcher = Fetcher(self.settings)
+            self._redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=10)
+            self._politeness = Politeness(self._redis, self.settings)
             self._pid = os.getpid()
 
     @property
@@ -102,6 +108,12 @@ class Resources:
         assert self._fetcher is not None
         return self._fetcher
 
+    @property
+    def politeness(self) -> Politeness:
+        self._ensure()
+        assert self._politeness is not None
+        return self._politeness
+
     def close(self) -> None:
         with self._lock:
             if self._pid == os.getpid():
@@ -109,7 +121,9 @@ class Resources:
                     self._pool.close()
                 if self._fetcher is not None:
                     self._fetcher.close()
-            self._pid = self._pool = self._fetcher = None
+                if self._redis is not None:
+                    self._redis.close()
+            self._pid = self._pool = self._fetcher = self._redis = self._politeness = None
 
 
 resources = Resources(settings)

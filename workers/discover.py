@@ -31,7 +31,7 @@ from typing import Any, Literal
 from urllib.parse import urldefrag, urljoin, urlsplit
 
 import feedparser
-import lxml.html  # type: ignore[import-untyped]
+import lxml.html
 from courlan import extract_domain, is_navigation_page, is_not_crawlable
 from courlan.filters import type_filter
 from lxml import etree

@@ -27,7 +27,7 @@ import httpx
 
 from workers.settings import Network, Settings
 
-Expect = Literal["html", "xml"]
+Expect = Literal["html", "xml", "text"]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Types worth downloading for an article page; anything else is refused before the body.
@@ -71,6 +71,11 @@ WEB_ENCODINGS = (
     "cp1254",
 )
 WESTERN_SINGLE_BYTE = frozenset({"cp1252", "iso8859-1", "iso8859-15", "cp1250", "iso8859-2"})
+ACCEPT = {
+    "html": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1",
+    "xml": "application/rss+xml,application/atom+xml,application/xml,text/xml;q=0.9,*/*;q=0.5",
+    "text": "text/plain,*/*;q=0.1",
+}
 RETRYABLE_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504})
 _META_CHARSET = re.compile(
     rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_\-:.]+)""", re.IGNORECASE
@@ -412,11 +417,7 @@ class Fetcher:
         last_modified: str | None,
     ) -> FetchResult | str:
         target, headers, extensions = self._check_target(url)
-        headers["Accept"] = (
-            "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"
-            if expect == "html"
-            else "application/rss+xml,application/atom+xml,application/xml,text/xml;q=0.9,*/*;q=0.5"
-        )
+        headers["Accept"] = ACCEPT[expect]
         if etag:
             headers["If-None-Match"] = etag
         if last_modified:
@@ -497,7 +498,7 @@ class Fetcher:
                 raise FetchFailure(
                     "too_large", f"body exceeds the {limit:,}-byte limit", http_status=status
                 )
-            if not chunks and chunk and expect == "html" and looks_binary(chunk[:1024]):
+            if not chunks and chunk and expect != "xml" and looks_binary(chunk[:1024]):
                 raise FetchFailure(
                     "unsupported_content",
                     f"binary content served as {mtype or 'no content type'}",
@@ -520,10 +521,12 @@ class Fetcher:
         if expect == "html":
             if mtype in HTML_TYPES:
                 return
+        elif expect == "text":
+            if mtype.startswith("text/"):
+                return
         elif not mtype.startswith(REFUSED_FOR_XML) and mtype not in REFUSED_XML_TYPES:
             return
+        wanted = {"html": "HTML", "xml": "a feed or sitemap", "text": "text"}[expect]
         raise FetchFailure(
-            "unsupported_content",
-            f"content type {mtype} is not " + ("HTML" if expect == "html" else "a feed or sitemap"),
-            http_status=status,
+            "unsupported_content", f"content type {mtype} is not {wanted}", http_status=status
         )

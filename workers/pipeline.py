@@ -11,7 +11,7 @@ Both take an autocommit connection (multi-statement steps open their own transac
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import psycopg
@@ -20,8 +20,9 @@ import structlog
 from workers import store
 from workers.dedup import InvalidURL, canonicalise_url
 from workers.discover import Discovery, DiscoveryError, discover
-from workers.extract import EmptyExtraction, FeedHints, extract_article
-from workers.fetch import Fetcher, FetchResult, decode_body
+from workers.extract import EmptyExtraction, FeedHints, TooComplex, extract_article
+from workers.fetch import Expect, Fetcher, FetchResult, decode_body
+from workers.politeness import HostPolicy, Politeness, policy_for
 from workers.settings import Settings
 
 log = structlog.get_logger("newsagg.pipeline")
@@ -29,6 +30,8 @@ log = structlog.get_logger("newsagg.pipeline")
 # A sitemap index may list thousands of children; a crawl reads at most this many.
 MAX_CHILD_SITEMAPS = 20
 MAX_SITEMAP_DEPTH = 3
+# A crawl reads one source URL at a time, so it may wait longer in place for its host.
+SOURCE_MAX_WAIT = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,17 +63,57 @@ def fetch_record(
     )
 
 
+def polite_fetch(
+    fetcher: Fetcher,
+    politeness: Politeness | None,
+    url: str,
+    policy: HostPolicy,
+    *,
+    expect: Expect,
+    crawl_delay: float | None = None,
+    max_wait: float | None = None,
+    etag: str | None = None,
+    last_modified: str | None = None,
+) -> FetchResult:
+    """Fetch within the host's fleet-wide pacing, and let the host's answer steer it.
+
+    Raises HostBusy when the host's turn is further away than max_wait. Without a
+    Politeness (unit tests of other stages) it is a plain fetch.
+    """
+    if politeness is None:
+        return fetcher.fetch(url, expect=expect, etag=etag, last_modified=last_modified)
+    with politeness.slot(url, policy, crawl_delay, max_wait):
+        result = fetcher.fetch(url, expect=expect, etag=etag, last_modified=last_modified)
+    note = politeness.record(url, result)
+    if note:
+        result = replace(result, error=f"{result.error}; {note}" if result.error else note)
+    return result
+
+
 def crawl_source(
-    conn: psycopg.Connection[Any], fetcher: Fetcher, settings: Settings, crawl_id: int
+    conn: psycopg.Connection[Any],
+    fetcher: Fetcher,
+    settings: Settings,
+    crawl_id: int,
+    *,
+    politeness: Politeness | None = None,
 ) -> CrawlPlan:
     """Read the crawl's source and queue the article URLs it lists."""
     source = store.start_crawl(conn, crawl_id)
     if source is None:
         log.info("crawl not active, nothing to do", crawl_id=crawl_id)
         return CrawlPlan(crawl_id, ())
-    expect: Literal["html", "xml"] = "html" if source.kind == "page" else "xml"
-    result = fetcher.fetch(
-        source.url, expect=expect, etag=source.etag, last_modified=source.last_modified
+    expect: Expect = "html" if source.kind == "page" else "xml"
+    policy = policy_for(settings, source.host_delay, source.host_concurrency)
+    result = polite_fetch(
+        fetcher,
+        politeness,
+        source.url,
+        policy,
+        expect=expect,
+        max_wait=SOURCE_MAX_WAIT,
+        etag=source.etag,
+        last_modified=source.last_modified,
     )
     sha = hashlib.sha256(result.body).hexdigest() if result.ok else None
     if result.status == "not_modified" or (sha is not None and sha == source.body_sha256):
@@ -107,7 +150,7 @@ def crawl_source(
         return _fail_source(conn, crawl_id, source.id, result, f"cannot read {source.kind}: {exc}")
     store.record_fetch(conn, fetch_record(result, "source"), crawl_id=crawl_id, source_id=source.id)
     if found.child_sitemaps:
-        found = _read_child_sitemaps(conn, fetcher, crawl_id, source.id, found)
+        found = _read_child_sitemaps(conn, fetcher, politeness, policy, crawl_id, source, found)
     listed = list_candidates(found, settings.max_urls_per_crawl)
     ids = store.queue_urls(
         conn, crawl_id, source.id, listed, max_attempts=settings.fetch_retries + 1
@@ -154,18 +197,30 @@ def _fail_source(
 
 
 def _read_child_sitemaps(
-    conn: psycopg.Connection[Any], fetcher: Fetcher, crawl_id: int, source_id: int, index: Discovery
+    conn: psycopg.Connection[Any],
+    fetcher: Fetcher,
+    politeness: Politeness | None,
+    policy: HostPolicy,
+    crawl_id: int,
+    source: store.Source,
+    index: Discovery,
 ) -> Discovery:
-    """Follow a sitemap index breadth-first (bounded, each sitemap once)."""
+    """Follow a sitemap index breadth-first (bounded, each sitemap once, itself included)."""
+    source_id = source.id
     candidates = list(index.candidates)
     queue = [(url, 1) for url in index.child_sitemaps]
-    seen: set[str] = set()
-    while queue and len(seen) < MAX_CHILD_SITEMAPS:
+    # An index that lists itself (or a cycle of indexes) must not be read again.
+    seen: set[str] = {source.url, _sitemap_key(source.url)}
+    read = 0
+    while queue and read < MAX_CHILD_SITEMAPS:
         url, depth = queue.pop(0)
-        if url in seen or depth > MAX_SITEMAP_DEPTH:
+        if url in seen or _sitemap_key(url) in seen or depth > MAX_SITEMAP_DEPTH:
             continue
-        seen.add(url)
-        result = fetcher.fetch(url, expect="xml")
+        seen.update((url, _sitemap_key(url)))
+        read += 1
+        result = polite_fetch(
+            fetcher, politeness, url, policy, expect="xml", max_wait=SOURCE_MAX_WAIT
+        )
         if not result.ok:
             store.record_fetch(
                 conn, fetch_record(result, "source"), crawl_id=crawl_id, source_id=source_id
@@ -197,6 +252,13 @@ def _read_child_sitemaps(
     return Discovery(candidates=tuple(candidates))
 
 
+def _sitemap_key(url: str) -> str:
+    try:
+        return canonicalise_url(url)
+    except InvalidURL:
+        return url
+
+
 def list_candidates(found: Discovery, limit: int) -> list[store.Listed]:
     """Canonicalise, drop unusable and repeated URLs, keep the first `limit` (newest first)."""
     listed: dict[str, store.Listed] = {}
@@ -221,17 +283,31 @@ def process_article(
     url_id: int,
     *,
     final_attempt: bool = True,
+    politeness: Politeness | None = None,
 ) -> store.Outcome | Literal["retry"] | None:
     """Fetch, extract and store one frontier URL.
 
     Returns the outcome, None when the URL was already processed (a redelivered task), or
     "retry" when the fetch failed transiently and final_attempt is False: the attempt is
-    recorded and the caller schedules another.
+    recorded and the caller schedules another. Raises HostBusy when the host's turn is not
+    near: nothing is recorded and the caller schedules the URL for later.
     """
     pending = store.pending_url(conn, url_id)
     if pending is None:
         return None
-    result = fetcher.fetch(pending.url, expect="html")
+    crawl_delay = None
+    if politeness is not None:
+        verdict = politeness.robots(pending.url, fetcher)
+        if not verdict.allowed:
+            denied = store.FetchRecord(
+                url=pending.url, status="robots_denied", error=verdict.reason
+            )
+            return store.finish_url(conn, url_id, denied, None)
+        crawl_delay = verdict.crawl_delay
+    policy = policy_for(settings, pending.host_delay, pending.host_concurrency)
+    result = polite_fetch(
+        fetcher, politeness, pending.url, policy, expect="html", crawl_delay=crawl_delay
+    )
     if not result.ok:
         if result.retryable and not final_attempt:
             store.record_fetch(
@@ -245,10 +321,18 @@ def process_article(
     hints = FeedHints(pending.feed_title, pending.feed_published_at, pending.feed_author)
     try:
         html, _encoding = decode_body(result.body, result.content_type)
-        article = extract_article(html, final_url, hints, min_text_chars=settings.min_text_chars)
-    except EmptyExtraction as exc:
+        article = extract_article(
+            html,
+            final_url,
+            hints,
+            min_text_chars=settings.min_text_chars,
+            max_elements=settings.max_tree_elements,
+            max_depth=settings.max_tree_depth,
+        )
+    except (EmptyExtraction, TooComplex) as exc:
+        status = "too_complex" if isinstance(exc, TooComplex) else "empty_extraction"
         return store.finish_url(
-            conn, url_id, fetch_record(result, status="empty_extraction", error=str(exc)), None
+            conn, url_id, fetch_record(result, status=status, error=str(exc)), None
         )
     return store.finish_url(
         conn,
@@ -258,14 +342,18 @@ def process_article(
     )
 
 
-def record_worker_error(conn: psycopg.Connection[Any], url_id: int, error: str) -> None:
-    """Close a URL whose processing crashed or ran out of time, so its crawl can finish."""
+def record_worker_error(
+    conn: psycopg.Connection[Any],
+    url_id: int,
+    error: str,
+    *,
+    status: str = "worker_error",
+    retryable: bool = False,
+) -> None:
+    """Close a URL whose processing crashed, ran out of time or cannot get its host's turn,
+    so its crawl can finish."""
     pending = store.pending_url(conn, url_id)
     if pending is None:
         return
-    store.finish_url(
-        conn,
-        url_id,
-        store.FetchRecord(url=pending.url, status="worker_error", error=error[:2000]),
-        None,
-    )
+    record = store.FetchRecord(url=pending.url, status=status, error=error[:2000])
+    store.finish_url(conn, url_id, record, None, retryable=retryable)

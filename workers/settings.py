@@ -49,6 +49,19 @@ class Settings(BaseSettings):
     max_page_bytes: int = Field(default=5_000_000, gt=1024)
     max_feed_bytes: int = Field(default=20_000_000, gt=1024)
 
+    # Politeness (shared fleet-wide through Redis; a source may override delay/concurrency).
+    host_delay: float = Field(default=1.0, ge=0, description="min seconds between requests")
+    host_concurrency: int = Field(default=2, ge=1, description="requests in flight per host")
+    host_backoff_max: float = Field(default=3600.0, gt=0)
+    # A worker waits in place at most this long for its host's turn; longer waits
+    # reschedule the task instead of holding a worker slot.
+    max_inline_wait: float = Field(default=3.0, ge=0)
+    robots_ttl: int = Field(default=86_400, ge=60)
+    robots_error_ttl: int = Field(default=600, ge=10)
+    # Extraction bounds: a page whose tree is larger or deeper is refused before trafilatura.
+    max_tree_elements: int = Field(default=100_000, ge=100)
+    max_tree_depth: int = Field(default=200, ge=10)
+
     fetch_retries: int = Field(default=2, ge=0, le=10)
     retry_backoff: float = Field(default=30.0, ge=0)
     min_text_chars: int = Field(default=100, ge=1)

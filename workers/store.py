@@ -52,6 +52,8 @@ class Source:
     etag: str | None
     last_modified: str | None
     body_sha256: str | None
+    host_delay: float | None
+    host_concurrency: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,8 @@ class PendingURL:
     feed_title: str | None
     feed_published_at: datetime | None
     feed_author: str | None
+    host_delay: float | None = None
+    host_concurrency: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +131,8 @@ def apply_schema(conn: psycopg.Connection[Any], schema: str | None = None) -> No
 # -- sources ----------------------------------------------------------------------------
 
 _SOURCE_COLUMNS = (
-    "id, name, url, kind, enabled, crawl_interval, next_crawl_at, etag, last_modified, body_sha256"
+    "id, name, url, kind, enabled, crawl_interval, next_crawl_at, etag, last_modified, "
+    "body_sha256, host_delay, host_concurrency"
 )
 
 
@@ -138,21 +143,24 @@ def add_source(
     kind: SourceKind,
     interval: timedelta | None = None,
     *,
+    host_delay: float | None = None,
+    host_concurrency: int | None = None,
     replace: bool = False,
 ) -> Source:
-    """Insert a source; with replace=True update url/kind/interval of an existing one."""
+    """Insert a source; with replace=True update the configuration of an existing one."""
     conflict = (
         "DO UPDATE SET url = EXCLUDED.url, kind = EXCLUDED.kind, "
-        "crawl_interval = EXCLUDED.crawl_interval, updated_at = now()"
+        "crawl_interval = EXCLUDED.crawl_interval, host_delay = EXCLUDED.host_delay, "
+        "host_concurrency = EXCLUDED.host_concurrency, updated_at = now()"
         if replace
         else "DO NOTHING"
     )
     with conn.cursor(row_factory=class_row(Source)) as cur:
         row = cur.execute(
-            f"INSERT INTO sources (name, url, kind, crawl_interval) "
-            f"VALUES (%s, %s, %s, coalesce(%s, interval '15 minutes')) "
+            f"INSERT INTO sources (name, url, kind, crawl_interval, host_delay, host_concurrency) "
+            f"VALUES (%s, %s, %s, coalesce(%s, interval '15 minutes'), %s, %s) "
             f"ON CONFLICT (name) {conflict} RETURNING {_SOURCE_COLUMNS}",
-            (name, url, kind, interval),
+            (name, url, kind, interval, host_delay, host_concurrency),
         ).fetchone()
     if row is None:
         raise StoreError(f"a source named {name!r} already exists")
@@ -407,8 +415,10 @@ def pending_url(conn: psycopg.Connection[Any], url_id: int) -> PendingURL | None
     """The URL if it still waits for processing; None when done, failed for good, or gone."""
     with conn.cursor(row_factory=class_row(PendingURL)) as cur:
         return cur.execute(
-            "SELECT id, url, source_id, crawl_id, feed_title, feed_published_at, feed_author "
-            "FROM discovered_urls WHERE id = %s AND state = 'pending'",
+            "SELECT d.id, d.url, d.source_id, d.crawl_id, d.feed_title, d.feed_published_at, "
+            "d.feed_author, s.host_delay, s.host_concurrency "
+            "FROM discovered_urls d LEFT JOIN sources s ON s.id = d.source_id "
+            "WHERE d.id = %s AND d.state = 'pending'",
             (url_id,),
         ).fetchone()
 

@@ -1,0 +1,292 @@
+"""Politeness shared by every worker on every host: robots.txt and per-host pacing in Redis.
+
+Celery's own ``rate_limit`` is per worker process and per task type, so it cannot keep a
+fleet polite to one site. Here the state lives in Redis, keyed by origin
+(``scheme://host:port``, the unit robots.txt applies to):
+
+- ``robots:<origin>``: the robots.txt body (or a verdict when it could not be read), cached
+  with an expiry, parsed with protego; ``Crawl-delay`` raises the host's minimum gap.
+- ``host:<origin>:next``: the earliest time (Redis server clock, ms) the next request may
+  start. A Lua script checks and moves it atomically, so two workers never both go.
+- ``host:<origin>:inflight``: a sorted set of leases (token → expiry) bounding requests in
+  flight; a lease expires by itself if its worker dies.
+- ``host:<origin>:failures``: consecutive failures, for exponential back-off.
+
+A worker that would have to wait longer than a moment does not sleep in its slot: it gets
+the wait back (`HostBusy`) and the task is rescheduled.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from protego import Protego
+
+if TYPE_CHECKING:
+    import redis
+
+    from workers.fetch import Fetcher, FetchResult
+    from workers.settings import Settings
+
+PREFIX = "newsagg:"
+
+# Atomically: drop expired leases; refuse if the host is at its concurrency limit or its
+# next-allowed time is in the future (returning how long to wait); else take a lease and
+# move the next-allowed time on by the minimum gap.
+_ACQUIRE = """
+local next_key, inflight_key = KEYS[1], KEYS[2]
+local gap_ms, max_inflight, lease_ms = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local token = ARGV[4]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', inflight_key, '-inf', now)
+if redis.call('ZCARD', inflight_key) >= max_inflight then
+  local first = redis.call('ZRANGE', inflight_key, 0, 0, 'WITHSCORES')
+  local wait = math.min(tonumber(first[2]) - now, 1000)
+  return {0, math.max(wait, 50)}
+end
+local next_at = tonumber(redis.call('GET', next_key) or '0')
+if next_at > now then
+  return {0, next_at - now}
+end
+redis.call('SET', next_key, now + gap_ms, 'PX', gap_ms + 3600000)
+redis.call('ZADD', inflight_key, now + lease_ms, token)
+redis.call('PEXPIRE', inflight_key, lease_ms + 60000)
+return {1, 0}
+"""
+
+# Push the host's next-allowed time to at least now + delay (never pulls it earlier).
+_PAUSE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local until_ms = now + tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if until_ms > current then
+  redis.call('SET', KEYS[1], until_ms, 'PX', tonumber(ARGV[1]) + 3600000)
+end
+return until_ms - now
+"""
+
+
+class HostBusy(Exception):
+    """The host may not be asked now; try again after `wait` seconds."""
+
+    def __init__(self, origin: str, wait: float) -> None:
+        super().__init__(f"{origin} is paced: next request allowed in {wait:.1f}s")
+        self.origin = origin
+        self.wait = wait
+
+
+@dataclass(frozen=True, slots=True)
+class HostPolicy:
+    """How hard one host may be asked. Defaults come from Settings; a source may override.
+
+    >>> HostPolicy(min_delay=1.0, max_inflight=2)
+    HostPolicy(min_delay=1.0, max_inflight=2)
+    """
+
+    min_delay: float
+    max_inflight: int
+
+
+@dataclass(frozen=True, slots=True)
+class RobotsVerdict:
+    allowed: bool
+    crawl_delay: float | None = None
+    reason: str | None = None
+
+
+def origin_of(url: str) -> str:
+    """scheme://host[:port], lower-cased: the unit robots.txt and pacing apply to."""
+    parts = urlsplit(url)
+    return f"{parts.scheme.lower()}://{(parts.netloc or '').lower()}"
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After as seconds: either delta-seconds or an HTTP date.
+
+    >>> parse_retry_after("120")
+    120.0
+    """
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+class Politeness:
+    """robots.txt and fleet-wide per-host pacing. One per process, sharing one Redis."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.settings = settings
+        self._acquire = client.register_script(_ACQUIRE)
+        self._pause = client.register_script(_PAUSE)
+
+    # -- robots.txt ------------------------------------------------------------------
+
+    def robots(self, url: str, fetcher: Fetcher) -> RobotsVerdict:
+        """May url be fetched by our user agent? Reads robots.txt once per origin per TTL."""
+        origin = origin_of(url)
+        key = f"{PREFIX}robots:{origin}"
+        raw = self.redis.get(key)
+        if raw is None:
+            kind, detail = self._fetch_robots(origin, fetcher)
+            ttl = self.settings.robots_error_ttl if kind == "deny" else self.settings.robots_ttl
+            # One string "kind\ndetail": rules (detail = robots.txt), allow, or deny (reason).
+            self.redis.set(key, f"{kind}\n{detail}".encode("utf-8", "replace"), ex=int(ttl))
+        else:
+            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+            kind, _, detail = text.partition("\n")
+        if kind == "allow":
+            return RobotsVerdict(True)
+        if kind == "deny":
+            return RobotsVerdict(False, reason=detail)
+        rules = Protego.parse(detail)
+        agent = self.settings.user_agent
+        delay = rules.crawl_delay(agent)
+        crawl_delay = float(delay) if delay else None
+        if rules.can_fetch(url, agent):
+            return RobotsVerdict(True, crawl_delay)
+        return RobotsVerdict(False, crawl_delay, f"disallowed by {origin}/robots.txt")
+
+    def _fetch_robots(self, origin: str, fetcher: Fetcher) -> tuple[str, str]:
+        # RFC 9309: 4xx means no rules; a server error or no answer means "assume full
+        # disallow" (cached briefly, so a passing outage costs minutes, not a day).
+        result = fetcher.fetch(f"{origin}/robots.txt", expect="text", max_bytes=500_000)
+        if result.ok:
+            return "rules", result.body.decode("utf-8", "replace")
+        if result.http_status is not None and 400 <= result.http_status < 500:
+            return "allow", ""
+        if result.status in ("blocked_address", "invalid_url", "unsupported_content"):
+            # The article fetch fails for the same reason and says so itself; a robots.txt
+            # served as HTML is a site's mistake, not a rule.
+            return "allow", ""
+        return "deny", f"robots.txt unreadable ({result.status}: {result.error}); assuming disallow"
+
+    # -- pacing ------------------------------------------------------------------------
+
+    def acquire(self, origin: str, policy: HostPolicy, crawl_delay: float | None = None) -> str:
+        """Take a request slot for origin or raise HostBusy with the wait."""
+        gap = max(policy.min_delay, crawl_delay or 0.0, self._backoff(origin))
+        token = uuid.uuid4().hex
+        lease_ms = int((self.settings.total_timeout + 30) * 1000)
+        got, wait_ms = self._acquire(
+            keys=[f"{PREFIX}host:{origin}:next", f"{PREFIX}host:{origin}:inflight"],
+            args=[int(gap * 1000), policy.max_inflight, lease_ms, token],
+        )
+        if int(got) == 1:
+            return token
+        raise HostBusy(origin, int(wait_ms) / 1000)
+
+    def release(self, origin: str, token: str) -> None:
+        self.redis.zrem(f"{PREFIX}host:{origin}:inflight", token)
+
+    @contextmanager
+    def slot(
+        self,
+        url: str,
+        policy: HostPolicy,
+        crawl_delay: float | None = None,
+        max_wait: float | None = None,
+    ) -> Iterator[None]:
+        """Hold a request slot for url's host; waits up to max_wait seconds in place."""
+        origin = origin_of(url)
+        limit = self.settings.max_inline_wait if max_wait is None else max_wait
+        deadline = time.monotonic() + limit
+        while True:
+            try:
+                token = self.acquire(origin, policy, crawl_delay)
+                break
+            except HostBusy as busy:
+                if time.monotonic() + busy.wait > deadline:
+                    raise
+                time.sleep(busy.wait)
+        try:
+            yield
+        finally:
+            self.release(origin, token)
+
+    def pause(self, origin: str, seconds: float) -> float:
+        """Keep the whole fleet off origin for at least `seconds`."""
+        return (
+            float(self._pause(keys=[f"{PREFIX}host:{origin}:next"], args=[int(seconds * 1000)]))
+            / 1000
+        )
+
+    def _backoff(self, origin: str) -> float:
+        failures = int(self.redis.get(f"{PREFIX}host:{origin}:failures") or 0)
+        if failures < 2:
+            return 0.0
+        return float(
+            min(self.settings.host_backoff_max, self.settings.host_delay * 2 ** min(failures, 20))
+        )
+
+    def record(self, url: str, result: FetchResult) -> str | None:
+        """Learn from a response: Retry-After on 429/503 pauses the host, repeated failures
+        back it off exponentially, a success resets. Returns a note for the fetches row."""
+        origin = origin_of(url)
+        key = f"{PREFIX}host:{origin}:failures"
+        note = None
+        if result.http_status in (429, 503):
+            delay = parse_retry_after(result.retry_after)
+            delay = min(
+                delay if delay is not None else self.settings.host_delay * 30,
+                self.settings.host_backoff_max,
+            )
+            self.pause(origin, delay)
+            note = f"host paused for {delay:g}s" + (
+                f" (Retry-After: {result.retry_after})" if result.retry_after else ""
+            )
+        if result.retryable:
+            failures = self.redis.incr(key)
+            self.redis.expire(key, int(self.settings.host_backoff_max) + 600)
+            if failures >= 2 and note is None:
+                note = (
+                    f"{failures} failures in a row: host backed off to {self._backoff(origin):g}s"
+                )
+        elif result.http_status is not None and result.http_status < 500:
+            self.redis.delete(key)
+        return note
+
+    def forget(self, origin: str) -> None:
+        """Drop everything known about origin (tests, operators)."""
+        self.redis.delete(
+            *[
+                f"{PREFIX}{k}"
+                for k in (
+                    f"robots:{origin}",
+                    f"host:{origin}:next",
+                    f"host:{origin}:inflight",
+                    f"host:{origin}:failures",
+                )
+            ]
+        )
+
+
+def policy_for(
+    settings: Settings,
+    min_delay: float | None,
+    max_inflight: int | None,
+) -> HostPolicy:
+    """The global defaults, overridden by a source's own settings where it has them."""
+    return HostPolicy(
+        min_delay=settings.host_delay if min_delay is None else min_delay,
+        max_inflight=settings.host_concurrency if max_inflight is None else max_inflight,
+    )
