@@ -147,10 +147,9 @@ def newsagg(
     return proc
 
 
-@pytest.fixture
-def worker(conn: psycopg.Connection[Any], redis_db: redis.Redis, tmp_path: Path) -> Iterator[Any]:
-    """A real Celery worker (prefork, 2 processes) on the test database and Redis."""
-    log = (tmp_path / "worker.log").open("w")
+def start_worker(log_path: Path, name: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
+    """Start a real Celery worker (prefork) on the test database and Redis; wait until ready."""
+    log = log_path.open("w")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -158,33 +157,55 @@ def worker(conn: psycopg.Connection[Any], redis_db: redis.Redis, tmp_path: Path)
             "workers.cli",
             "worker",
             "--concurrency",
-            "2",
+            str(concurrency),
             "-n",
-            f"test{os.getpid()}@%h",
+            f"{name}{os.getpid()}@%h",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, **TEST_ENV},
         cwd=ROOT,
     )
+    log.close()
     deadline = time.monotonic() + 60
     text = ""
     while time.monotonic() < deadline:
-        text = (tmp_path / "worker.log").read_text()
+        text = log_path.read_text()
         if " ready." in text:
-            break
+            proc.log_path = log_path  # type: ignore[attr-defined]
+            return proc
         if proc.poll() is not None:
             raise AssertionError(f"worker exited early:\n{text}")
         time.sleep(0.2)
-    else:
-        proc.kill()
-        raise AssertionError(f"worker did not become ready:\n{text}")
-    proc.log_path = tmp_path / "worker.log"  # type: ignore[attr-defined]
-    yield proc
-    proc.terminate()
+    proc.kill()
+    raise AssertionError(f"worker did not become ready:\n{text}")
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()  # warm shutdown
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-    log.close()
+
+
+@pytest.fixture
+def workers(conn: psycopg.Connection[Any], redis_db: redis.Redis, tmp_path: Path) -> Iterator[Any]:
+    """A factory of real Celery workers, all stopped at the end of the test."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(name: str = "test", concurrency: int = 2) -> subprocess.Popen[bytes]:
+        proc = start_worker(tmp_path / f"{name}-{len(started)}.log", name, concurrency)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        stop_worker(proc)
+
+
+@pytest.fixture
+def worker(workers: Any) -> subprocess.Popen[bytes]:
+    """One real Celery worker (prefork, 2 processes) on the test database and Redis."""
+    return workers("test")  # type: ignore[no-any-return]

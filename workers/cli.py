@@ -11,7 +11,7 @@ import time
 import tomllib
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -98,13 +98,27 @@ def sources_add(
     url: str,
     kind: Annotated[str, typer.Option(help="feed, sitemap or page")] = "feed",
     interval: Annotated[int, typer.Option(help="minutes between scheduled crawls")] = 15,
+    host_delay: Annotated[
+        float | None, typer.Option(help="min seconds between requests to its hosts")
+    ] = None,
+    host_concurrency: Annotated[
+        int | None, typer.Option(help="requests in flight at once to its hosts")
+    ] = None,
 ) -> None:
     """Add a source."""
     if kind not in ("feed", "sitemap", "page"):
         raise fail(f"--kind must be feed, sitemap or page, not {kind!r}", 2)
     with connect(settings_or_exit()) as conn:
         try:
-            source = store.add_source(conn, name, url, kind, timedelta(minutes=interval))  # type: ignore[arg-type]
+            source = store.add_source(
+                conn,
+                name,
+                url,
+                cast("store.SourceKind", kind),
+                timedelta(minutes=interval),
+                host_delay=host_delay,
+                host_concurrency=host_concurrency,
+            )
         except store.StoreError as exc:
             raise fail(str(exc)) from None
         except psycopg.errors.CheckViolation as exc:
@@ -163,6 +177,8 @@ def sources_load(
                 entry["url"],
                 entry.get("kind", "feed"),
                 timedelta(minutes=int(entry.get("interval", 15))),
+                host_delay=entry.get("host_delay"),
+                host_concurrency=entry.get("host_concurrency"),
                 replace=True,
             )
     console.print(f"loaded {len(entries)} sources from {path}")

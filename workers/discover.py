@@ -150,18 +150,19 @@ def parse_feed(body: bytes, base_url: str) -> Discovery:
         sanitize_html=True,
     )
     entries: list[Any] = list(parsed.get("entries") or [])
-    if not entries:
+    candidates = order_candidates(
+        c for c in (read_feed_entry(entry, base_url) for entry in entries) if c is not None
+    )
+    if not candidates:
+        # A broken feed with nothing usable in it is a broken feed, even if feedparser
+        # salvaged an entry or two without links from it.
         problem = parsed.get("bozo_exception")
         if parsed.get("bozo") and not isinstance(problem, _BENIGN_FEED_PROBLEMS):
             reason = str(problem or "unreadable XML")
             raise DiscoveryError(f"malformed feed: {shorten_text(reason)}")
         if not parsed.get("version"):
             raise DiscoveryError("not a feed: no RSS, Atom or RDF root element")
-    candidates = (read_feed_entry(entry, base_url) for entry in entries)
-    return Discovery(
-        candidates=order_candidates(c for c in candidates if c is not None),
-        ttl_seconds=read_feed_ttl(parsed.get("feed") or {}),
-    )
+    return Discovery(candidates=candidates, ttl_seconds=read_feed_ttl(parsed.get("feed") or {}))
 
 
 def read_feed_entry(entry: Any, base_url: str) -> Candidate | None:
