@@ -17,7 +17,7 @@ import redis
 import structlog
 from celery import Celery
 from celery.signals import after_setup_logger, worker_process_init, worker_process_shutdown
-from kombu.entity import Queue
+from kombu.entity import Exchange, Queue
 from psycopg_pool import ConnectionPool
 
 from schedules.beat import beat_schedule
@@ -26,11 +26,14 @@ from workers.politeness import Politeness
 from workers.settings import Settings, get_settings
 
 settings = get_settings()
+QUEUES = ("control", "crawl", "articles")
 
 app = Celery("newsagg", broker=settings.redis_url)
 app.conf.update(
     task_default_queue="articles",
-    task_queues=(Queue("control"), Queue("crawl"), Queue("articles")),
+    # Each queue on its own direct exchange: declared without one, all three would bind to
+    # the default queue's exchange and a publish through it would reach every queue.
+    task_queues=tuple(Queue(name, Exchange(name), routing_key=name) for name in QUEUES),
     task_routes={
         "workers.dispatch_due_sources": {"queue": "control"},
         "workers.housekeeping": {"queue": "control"},
@@ -57,7 +60,6 @@ app.conf.update(
     timezone="UTC",
     enable_utc=True,
     beat_schedule=beat_schedule(settings),
-    worker_hijack_root_logger=False,
     include=["workers.tasks"],
 )
 
@@ -140,18 +142,21 @@ def close_resources(**_: Any) -> None:
 
 
 def configure_logging(level: str) -> None:
-    """Readable one-line logs from our code and Celery's alike."""
+    """structlog through the standard library, so Celery's handlers format our lines like
+    its own, at their real level (a print to stdout would be re-logged as WARNING)."""
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="%H:%M:%S"),
-            structlog.dev.ConsoleRenderer(colors=False),
+            structlog.stdlib.filter_by_level,
+            structlog.dev.ConsoleRenderer(
+                colors=False, pad_event_to=0, exception_formatter=structlog.dev.plain_traceback
+            ),
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-        ),
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
     )
+    logging.getLogger("newsagg").setLevel(level.upper())
 
 
 @after_setup_logger.connect

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,8 +32,10 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 sources_app = typer.Typer(help="Sources: feeds, sitemaps and listing pages.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(sources_app, name="sources")
-console = Console()
-err = Console(stderr=True)
+# Piped output (CI logs, `| less`) gets a wide table instead of rich's 80 columns.
+WIDTH = shutil.get_terminal_size((160, 24)).columns
+console = Console(width=WIDTH)
+err = Console(stderr=True, width=WIDTH)
 QUEUES = "control,crawl,articles"
 
 
@@ -108,6 +112,8 @@ def sources_add(
     """Add a source."""
     if kind not in ("feed", "sitemap", "page"):
         raise fail(f"--kind must be feed, sitemap or page, not {kind!r}", 2)
+    if not url.startswith(("http://", "https://")):
+        raise fail(f"the URL must start with http:// or https://, not {url!r}", 2)
     with connect(settings_or_exit()) as conn:
         try:
             source = store.add_source(
@@ -152,7 +158,7 @@ def sources_remove(name: str) -> None:
     """Remove a source (its crawl history goes; its articles stay)."""
     with connect(settings_or_exit()) as conn:
         if not store.remove_source(conn, name):
-            raise fail(f"no source named {name!r}")
+            raise fail(f"no source named {name}")
     console.print(f"removed source [bold]{name}[/]")
 
 
@@ -331,7 +337,7 @@ def status() -> None:
         last = r["last_crawl_at"].strftime("%Y-%m-%d %H:%M:%S") if r["last_crawl_at"] else "never"
         result = r["last_crawl_status"] or "-"
         if r["last_crawl_error"]:
-            result += f": {r['last_crawl_error'][:60]}"
+            result += f": {r['last_crawl_error']}"
         table.add_row(
             r["name"],
             r["kind"],
@@ -356,7 +362,9 @@ def celery_command(*args: str) -> list[str]:
 
 
 def worker_command(settings: Settings, extra: list[str]) -> list[str]:
-    args = ["worker", "-Q", QUEUES, "--loglevel", settings.log_level, "-n", "newsagg@%h"]
+    args = ["worker", "-Q", QUEUES, "--loglevel", settings.log_level]
+    if not any(a in ("-n", "--hostname") or a.startswith("--hostname=") for a in extra):
+        args += ["-n", "newsagg@%h"]
     if settings.worker_concurrency:
         args += ["--concurrency", str(settings.worker_concurrency)]
     return celery_command(*args, *extra)
@@ -364,8 +372,9 @@ def worker_command(settings: Settings, extra: list[str]) -> list[str]:
 
 def beat_command(settings: Settings, extra: list[str]) -> list[str]:
     # The schedule is static (the real one lives in Postgres), so beat's state file only
-    # records last-run times; keep it out of the working directory.
-    schedule = Path(tempfile.gettempdir()) / f"newsagg-beat-{os.getuid()}"
+    # records last-run times; keep it out of the working directory, one per installation.
+    key = hashlib.sha256(f"{settings.database_url} {settings.redis_url}".encode()).hexdigest()
+    schedule = Path(tempfile.gettempdir()) / f"newsagg-beat-{os.getuid()}-{key[:12]}"
     return celery_command(
         "beat", "--loglevel", settings.log_level, "--schedule", str(schedule), *extra
     )

@@ -385,6 +385,14 @@ class Fetcher:
             raise FetchFailure("invalid_url", f"bad port in {url[:200]}") from None
         try:
             addresses = resolve_host(host, port)
+        except socket.gaierror as exc:
+            # A name that does not exist will not exist in 30 s either; only a resolver
+            # that could not answer (EAI_AGAIN) is worth retrying.
+            raise FetchFailure(
+                "connect_error",
+                f"cannot resolve {host}: {exc.strerror or exc}",
+                retryable=exc.errno == socket.EAI_AGAIN,
+            ) from None
         except (OSError, UnicodeError) as exc:
             raise FetchFailure(
                 "connect_error", f"cannot resolve {host}: {exc}", retryable=True
@@ -397,7 +405,8 @@ class Fetcher:
             raise FetchFailure(
                 "blocked_address",
                 f"{host} resolves to {shown}, a private, loopback, link-local or reserved "
-                "address (allow its network with NEWSAGG_ALLOWED_NETWORKS)",
+                "address (allow its network with NEWSAGG_ALLOWED_NETWORKS in the worker's "
+                "environment)",
             )
         try:
             target = httpx.URL(url)

@@ -191,7 +191,7 @@ def _fail_source(
     store.save_source_validators(
         conn, source_id, etag=None, last_modified=None, body=None, ok=False
     )
-    store.fail_crawl(conn, crawl_id, f"{result.url}: {message}")
+    store.fail_crawl(conn, crawl_id, f"{message} ({result.url})")
     log.warning("crawl failed", crawl_id=crawl_id, url=result.url, status=status, error=message)
     return CrawlPlan(crawl_id, ())
 
