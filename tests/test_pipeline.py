@@ -182,3 +182,39 @@ def test_malformed_feed_is_a_parse_error(
     assert crawl.status == "failed", crawl
     row = conn.execute("SELECT status, error FROM fetches WHERE purpose = 'source'").fetchone()
     assert row is not None and row[0] == "parse_error" and row[1]
+
+
+def test_conditional_get_uses_validators(
+    conn: Conn, fetcher: Fetcher, settings: Settings, sites: list[Any]
+) -> None:
+    """The local sites send ETag/Last-Modified: the second read of the feed is a 304."""
+    site = sites[0]
+    source = store.add_source(conn, site.name, site.base_url + site.feed_path, "feed")
+    run_crawl(conn, fetcher, settings, source)
+    fresh = store.get_source(conn, source.id)
+    assert fresh is not None and (fresh.etag or fresh.last_modified) and fresh.body_sha256
+    run_crawl(conn, fetcher, settings, fresh)
+    rows = conn.execute(
+        "SELECT status, http_status FROM fetches WHERE purpose = 'source' ORDER BY id"
+    ).fetchall()
+    assert rows == [("ok", 200), ("not_modified", 304)]
+
+
+def test_unchanged_body_without_validators_is_not_modified(
+    conn: Conn, fetcher: Fetcher, settings: Settings
+) -> None:
+    """A server that sends no validators: the body's hash decides."""
+    from tests.hostile import serve_hostile
+
+    with serve_hostile() as hostile:
+        source = store.add_source(conn, "plain", hostile.url("/feed.xml"), "feed")
+        for _ in range(2):
+            crawl_id = store.create_crawl(conn, source.id, "manual")
+            assert crawl_id is not None
+            pipeline.crawl_source(conn, fetcher, settings, crawl_id)
+            conn.execute("UPDATE crawls SET status = 'finished' WHERE id = %s", (crawl_id,))
+    rows = conn.execute(
+        "SELECT status, http_status, error FROM fetches WHERE purpose = 'source' ORDER BY id"
+    ).fetchall()
+    assert [r[:2] for r in rows] == [("ok", 200), ("not_modified", 200)]
+    assert rows[1][2] == "body unchanged since the last crawl"
