@@ -444,6 +444,10 @@ def test_sitemap_index_lists_children_including_cdata() -> None:
             "http://www.example.com/sitemap1.xml.gz",
             "http://www.example.com/sitemap2.xml.gz",
         ),
+        child_lastmods=(
+            datetime(2004, 10, 1, 18, 23, 17, tzinfo=UTC),
+            datetime(2005, 1, 1, tzinfo=UTC),
+        ),
     )
 
 

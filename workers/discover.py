@@ -71,12 +71,15 @@ class Discovery:
 
     `candidates` holds each URL once, newest first where dates are known; undated ones
     follow in document order. `child_sitemaps` are the sitemaps a sitemap index names,
-    for the caller to fetch. `ttl_seconds` is the feed's RSS ``<ttl>``, in seconds.
+    for the caller to fetch, and `child_lastmods` their ``<lastmod>`` (None where absent),
+    so a backfill can skip children older than where it stops. `ttl_seconds` is the
+    feed's RSS ``<ttl>``, in seconds.
     """
 
     candidates: tuple[Candidate, ...]
     child_sitemaps: tuple[str, ...] = ()
     ttl_seconds: int | None = None
+    child_lastmods: tuple[datetime | None, ...] = ()
 
 
 class DiscoveryError(ValueError):
@@ -276,7 +279,7 @@ def parse_sitemap(body: bytes, base_url: str, *, max_bytes: int = 50 * 1024 * 10
     if name not in ("urlset", "sitemapindex"):
         raise DiscoveryError(f"not a sitemap: root element is <{name}>")
     candidates: list[Candidate] = []
-    children: list[str] = []
+    children: dict[str, datetime | None] = {}
     for element in iter_elements(root):
         kind = local_name(element.tag)
         if kind == "url":
@@ -287,8 +290,12 @@ def parse_sitemap(body: bytes, base_url: str, *, max_bytes: int = 50 * 1024 * 10
             # Also inside <urlset>: some generators mix the two, and a child is still a child.
             child = resolve_http_url(find_child_text(element, "loc"), base_url)
             if child is not None and child not in children:
-                children.append(child)
-    return Discovery(candidates=order_candidates(candidates), child_sitemaps=tuple(children))
+                children[child] = parse_date(find_child_text(element, "lastmod"))
+    return Discovery(
+        candidates=order_candidates(candidates),
+        child_sitemaps=tuple(children),
+        child_lastmods=tuple(children.values()),
+    )
 
 
 def inflate_gzip(body: bytes, max_bytes: int) -> bytes:

@@ -97,6 +97,7 @@ class FetchResult:
     etag: str | None = None
     last_modified: str | None = None
     retry_after: str | None = None
+    cache_control: str | None = None
     error: str | None = None
     retryable: bool = False
     elapsed_ms: int = 0
@@ -471,6 +472,7 @@ class Fetcher:
             etag=resp.headers.get("etag"),
             last_modified=resp.headers.get("last-modified"),
             retry_after=resp.headers.get("retry-after"),
+            cache_control=resp.headers.get("cache-control"),
         )
         if status in (301, 302, 303, 307, 308):
             location = resp.headers.get("location")
