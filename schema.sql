@@ -16,8 +16,12 @@ CREATE TABLE IF NOT EXISTS sources (
     kind            text        NOT NULL CHECK (kind IN ('feed', 'sitemap', 'page')),
     enabled         boolean     NOT NULL DEFAULT true,
     crawl_interval  interval    NOT NULL DEFAULT interval '15 minutes'
-                                CHECK (crawl_interval >= interval '1 minute'),
+                                CHECK (crawl_interval > interval '0'),
+    min_interval    interval    CHECK (min_interval > interval '0'),
+    max_interval    interval    CHECK (max_interval > interval '0'),
     next_crawl_at   timestamptz NOT NULL DEFAULT now(),
+    healthy         boolean     NOT NULL DEFAULT true,
+    schedule_reason text,
     etag            text,
     last_modified   text,
     body_sha256     text,
@@ -34,7 +38,11 @@ COMMENT ON COLUMN sources.name IS 'Short unique name used by the CLI (newsagg cr
 COMMENT ON COLUMN sources.url IS 'URL of the feed (RSS, Atom, RDF, JSON Feed), sitemap (or sitemap index) or listing page.';
 COMMENT ON COLUMN sources.kind IS 'How new article URLs are found: feed, sitemap or page (links on a listing page that look like articles).';
 COMMENT ON COLUMN sources.enabled IS 'False: never crawled on schedule (a manual crawl still works).';
-COMMENT ON COLUMN sources.crawl_interval IS 'Time between scheduled crawls.';
+COMMENT ON COLUMN sources.crawl_interval IS 'Current time between scheduled crawls: adaptive, set after each read of the source from its publishing rate, its failures and its own hints (see schedule_reason).';
+COMMENT ON COLUMN sources.min_interval IS 'Shortest interval the adaptive schedule may choose for this source; NULL: NEWSAGG_MIN_INTERVAL.';
+COMMENT ON COLUMN sources.max_interval IS 'Longest interval the adaptive schedule may choose for this source; NULL: NEWSAGG_MAX_INTERVAL.';
+COMMENT ON COLUMN sources.healthy IS 'False after NEWSAGG_UNHEALTHY_AFTER consecutive failed crawls: the source is then retried only every NEWSAGG_UNHEALTHY_INTERVAL, until a crawl succeeds.';
+COMMENT ON COLUMN sources.schedule_reason IS 'Why crawl_interval has its value (publishing rate, back-off, the source''s ttl/max-age/Retry-After).';
 COMMENT ON COLUMN sources.next_crawl_at IS 'When the dispatcher next starts a scheduled crawl; the schedule lives here, not in Celery beat.';
 COMMENT ON COLUMN sources.etag IS 'ETag of the last successful fetch of url, sent back as If-None-Match.';
 COMMENT ON COLUMN sources.last_modified IS 'Last-Modified of the last successful fetch of url, sent back as If-Modified-Since.';
@@ -67,7 +75,9 @@ CREATE TABLE IF NOT EXISTS crawls (
     unchanged       integer     NOT NULL DEFAULT 0,
     failures        integer     NOT NULL DEFAULT 0,
     error           text,
-    last_activity_at timestamptz NOT NULL DEFAULT now()
+    last_activity_at timestamptz NOT NULL DEFAULT now(),
+    due_at          timestamptz,
+    backfill_since  timestamptz
 );
 
 -- The database, not the scheduler, guarantees that a source has at most one crawl in flight:
@@ -75,6 +85,10 @@ CREATE TABLE IF NOT EXISTS crawls (
 CREATE UNIQUE INDEX IF NOT EXISTS crawls_one_active_per_source
     ON crawls (source_id) WHERE status IN ('queued', 'running');
 CREATE INDEX IF NOT EXISTS crawls_source_queued ON crawls (source_id, queued_at DESC);
+-- A scheduled crawl is claimed for one due time of its source, once: two dispatchers (two
+-- beats by mistake, a restart) cannot both start a crawl for the same due time.
+CREATE UNIQUE INDEX IF NOT EXISTS crawls_one_per_due_time
+    ON crawls (source_id, due_at) WHERE trigger = 'schedule';
 
 COMMENT ON TABLE crawls IS 'One row per crawl run, scheduled or manual. A crawl is finished when every article URL it queued has been processed (stored or failed).';
 COMMENT ON COLUMN crawls.id IS 'Surrogate key.';
@@ -93,7 +107,9 @@ COMMENT ON COLUMN crawls.duplicates IS 'New articles stored as duplicates of an 
 COMMENT ON COLUMN crawls.updated IS 'Already-stored articles whose text changed (a revision was kept).';
 COMMENT ON COLUMN crawls.unchanged IS 'URLs that led to an article already stored with the same text (URL variants, redirects, rel=canonical).';
 COMMENT ON COLUMN crawls.failures IS 'Queued URLs that failed for good; each has a fetches row saying why.';
-COMMENT ON COLUMN crawls.last_activity_at IS 'Last time a worker did something for this crawl; a queued or running crawl idle for longer than NEWSAGG_CRAWL_STALE_AFTER is abandoned.';
+COMMENT ON COLUMN crawls.last_activity_at IS 'Last time a worker did something for this crawl. The crawl''s lease: a queued or running crawl idle for longer than NEWSAGG_CRAWL_LEASE is abandoned by housekeeping.';
+COMMENT ON COLUMN crawls.due_at IS 'For scheduled crawls, the sources.next_crawl_at value the dispatcher claimed (unique per source).';
+COMMENT ON COLUMN crawls.backfill_since IS 'For backfills, the date the sitemap walk stops at (NULL: no limit but the URL cap).';
 COMMENT ON COLUMN crawls.error IS 'Why the crawl failed, when status = failed or abandoned.';
 
 -- ---------------------------------------------------------------------------------------
@@ -108,7 +124,7 @@ CREATE TABLE IF NOT EXISTS stories (
 
 COMMENT ON TABLE stories IS 'A group of articles about the same event (the "related articles" an aggregator shows). Duplicates share their original''s story.';
 COMMENT ON COLUMN stories.id IS 'Surrogate key.';
-COMMENT ON COLUMN stories.title IS 'Representative title (the title of the story''s first article).';
+COMMENT ON COLUMN stories.title IS 'Representative title: the title of the story''s first article (its canonical URL when it had none).';
 COMMENT ON COLUMN stories.first_seen_at IS 'When the story''s first article was stored.';
 COMMENT ON COLUMN stories.last_seen_at IS 'When an article last joined the story.';
 
@@ -163,12 +179,57 @@ COMMENT ON COLUMN articles.image_url IS 'Lead image (og:image) URL.';
 COMMENT ON COLUMN articles.text IS 'Main text, extracted by trafilatura without comments or page chrome; paragraphs separated by newlines.';
 COMMENT ON COLUMN articles.word_count IS 'Number of words in text.';
 COMMENT ON COLUMN articles.content_hash IS 'SHA-256 (hex) of the normalised text (case-folded, whitespace collapsed): equal hashes mean the same text.';
-COMMENT ON COLUMN articles.duplicate_of IS 'The earliest article with the same (or nearly the same) text; NULL for originals.';
-COMMENT ON COLUMN articles.story_id IS 'The story this article belongs to; duplicates share their original''s story.';
+COMMENT ON COLUMN articles.duplicate_of IS 'The original (earliest stored) article with the same or nearly the same text: a syndicated copy with other page chrome, an edited headline, a dateline, byline or update paragraph added, a trimmed end or a few words changed. Always an original (never a duplicate itself); NULL for originals.';
+COMMENT ON COLUMN articles.story_id IS 'The story this article belongs to: different articles about the same event (matched on headline and lead terms within the story window) share it; duplicates share their original''s story.';
 COMMENT ON COLUMN articles.revision IS 'How many times the text changed after the first fetch (previous versions are in article_revisions).';
 COMMENT ON COLUMN articles.first_seen_at IS 'When the article was first stored.';
 COMMENT ON COLUMN articles.fetched_at IS 'When the article was last fetched.';
 COMMENT ON COLUMN articles.updated_at IS 'When the stored text or metadata last changed.';
+
+-- Near-duplicate and story matching (issue 3). Added as columns so that re-applying the
+-- file upgrades a database created before them.
+ALTER TABLE articles ADD COLUMN IF NOT EXISTS duplicate_kind text
+    CHECK (duplicate_kind IN ('exact', 'near'));
+ALTER TABLE articles ADD COLUMN IF NOT EXISTS duplicate_similarity real;
+ALTER TABLE articles ADD COLUMN IF NOT EXISTS story_terms text[] NOT NULL DEFAULT '{}';
+ALTER TABLE articles ADD COLUMN IF NOT EXISTS event_at timestamptz;
+
+COMMENT ON COLUMN articles.duplicate_kind IS 'How duplicate_of was found: exact (same normalised text) or near (a near-duplicate: MinHash LSH candidate verified on the exact word-shingle sets); NULL for originals.';
+COMMENT ON COLUMN articles.duplicate_similarity IS 'Jaccard similarity of the word 5-gram shingle sets of this text and the text it was matched with (1 for exact copies); NULL for originals.';
+COMMENT ON COLUMN articles.story_terms IS 'The salient terms (truncated words) of the headline and lead that story matching compares; empty for duplicates, which take their original''s story.';
+COMMENT ON COLUMN articles.event_at IS 'The time duplicate and story matching place the article at: published_at when known and not in the future, else first_seen_at. Only articles within the story window (NEWSAGG_STORY_WINDOW_DAYS) of each other are compared.';
+
+-- One row per (LSH band key, article): the indexed look-up that finds near-duplicate
+-- candidates without reading other articles. event_at is copied here so the look-up is one
+-- index range scan per key, restricted to the window, whatever the size of the table.
+CREATE TABLE IF NOT EXISTS article_bands (
+    band_key        bigint      NOT NULL,
+    event_at        timestamptz NOT NULL,
+    article_id      bigint      NOT NULL REFERENCES articles (id) ON DELETE CASCADE,
+    PRIMARY KEY (band_key, event_at, article_id)
+);
+CREATE INDEX IF NOT EXISTS article_bands_article ON article_bands (article_id);
+
+COMMENT ON TABLE article_bands IS 'MinHash LSH band keys of each article text (32 per article of at least NEWSAGG_NEAR_DUP_MIN_WORDS words): articles sharing a key are near-duplicate candidates, verified on their texts before linking.';
+COMMENT ON COLUMN article_bands.band_key IS 'Signed 64-bit hash of (signature version, band number, the band''s 4 MinHash values); see workers/dedup.py.';
+COMMENT ON COLUMN article_bands.event_at IS 'The article''s event_at, so look-ups read only the window.';
+COMMENT ON COLUMN article_bands.article_id IS 'The article.';
+
+-- One row per (story term, original article): the indexed look-up behind story matching.
+CREATE TABLE IF NOT EXISTS article_terms (
+    term            text        NOT NULL,
+    event_at        timestamptz NOT NULL,
+    article_id      bigint      NOT NULL REFERENCES articles (id) ON DELETE CASCADE,
+    story_id        bigint      NOT NULL REFERENCES stories (id) ON DELETE CASCADE,
+    PRIMARY KEY (term, event_at, article_id)
+);
+CREATE INDEX IF NOT EXISTS article_terms_article ON article_terms (article_id);
+
+COMMENT ON TABLE article_terms IS 'Story terms of each original article (see articles.story_terms): story matching finds articles of the window sharing a term through this table.';
+COMMENT ON COLUMN article_terms.term IS 'One of the article''s story_terms.';
+COMMENT ON COLUMN article_terms.event_at IS 'The article''s event_at, so look-ups read only the window.';
+COMMENT ON COLUMN article_terms.article_id IS 'The article.';
+COMMENT ON COLUMN article_terms.story_id IS 'The article''s story (copied so a look-up needs no join).';
 
 CREATE TABLE IF NOT EXISTS article_revisions (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -213,6 +274,10 @@ CREATE TABLE IF NOT EXISTS discovered_urls (
 );
 
 CREATE INDEX IF NOT EXISTS discovered_urls_crawl ON discovered_urls (crawl_id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS discovered_urls_source_pending ON discovered_urls (source_id)
+    WHERE state = 'pending';
+-- The publishing rate of a source (new URLs in the last week) drives its polling interval.
+CREATE INDEX IF NOT EXISTS discovered_urls_source_time ON discovered_urls (source_id, discovered_at);
 
 COMMENT ON TABLE discovered_urls IS 'Every article URL a source listed, canonicalised, with its processing state: the crawl frontier. A URL is fetched once unless it failed for a reason worth retrying.';
 COMMENT ON COLUMN discovered_urls.id IS 'Surrogate key; the id carried by the article-processing task.';
@@ -301,21 +366,24 @@ SELECT a.id, a.title, a.canonical_url, s.name AS source, a.sitename, a.author, a
  ORDER BY coalesce(a.published_at, a.first_seen_at) DESC;
 COMMENT ON VIEW unique_articles IS 'Original articles (duplicates left out), newest first by publication time (first-seen time when unknown).';
 
-CREATE OR REPLACE VIEW source_status AS
-SELECT s.id, s.name, s.kind, s.url, s.enabled, s.crawl_interval, s.next_crawl_at,
-       s.consecutive_failures,
-       lc.id AS last_crawl_id, lc.status AS last_crawl_status, lc.queued_at AS last_crawl_at,
-       lc.finished_at AS last_crawl_finished_at, lc.error AS last_crawl_error,
+DROP VIEW IF EXISTS source_status;
+CREATE VIEW source_status AS
+SELECT s.id, s.name, s.kind, s.url, s.enabled, s.healthy, s.crawl_interval, s.schedule_reason,
+       s.next_crawl_at, s.consecutive_failures,
+       lc.id AS last_crawl_id, lc.trigger AS last_crawl_trigger, lc.status AS last_crawl_status,
+       lc.queued_at AS last_crawl_at, lc.finished_at AS last_crawl_finished_at,
+       lc.articles_stored AS last_crawl_stored, lc.failures AS last_crawl_failures,
+       lc.error AS last_crawl_error,
        (SELECT count(*) FROM articles a WHERE a.source_id = s.id) AS articles,
        (SELECT count(*) FROM articles a WHERE a.source_id = s.id
                                            AND a.first_seen_at > now() - interval '24 hours') AS articles_24h,
-       (SELECT count(*) FROM fetches f WHERE f.source_id = s.id
-                                          AND f.status NOT IN ('ok', 'not_modified')
-                                          AND f.fetched_at > now() - interval '24 hours') AS failures_24h
+       (SELECT count(DISTINCT f.url) FROM fetches f
+         WHERE f.source_id = s.id AND f.status NOT IN ('ok', 'not_modified')
+           AND f.fetched_at > now() - interval '24 hours') AS failures_24h
   FROM sources s
   LEFT JOIN LATERAL (SELECT * FROM crawls c WHERE c.source_id = s.id
                       ORDER BY c.queued_at DESC, c.id DESC LIMIT 1) lc ON true;
-COMMENT ON VIEW source_status IS 'Per source: schedule, last crawl and its result, articles stored (in all and in the last 24 h) and failed fetches in the last 24 h.';
+COMMENT ON VIEW source_status IS 'Per source: health, schedule (interval, why, next crawl), last crawl and its result, articles stored (in all and in the last 24 h) and URLs whose fetch failed in the last 24 h.';
 
 CREATE OR REPLACE VIEW crawl_history AS
 SELECT c.id, s.name AS source, c.trigger, c.status, c.queued_at, c.started_at, c.finished_at,

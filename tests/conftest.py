@@ -147,8 +147,12 @@ def newsagg(
     return proc
 
 
-def start_worker(log_path: Path, name: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
-    """Start a real Celery worker (prefork) on the test database and Redis; wait until ready."""
+def start_worker(
+    log_path: Path, name: str, concurrency: int = 2, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a real Celery worker (prefork) on the test database and Redis; wait until ready.
+
+    It gets a session of its own, so a test can kill its whole process group."""
     log = log_path.open("w")
     proc = subprocess.Popen(
         [
@@ -163,8 +167,9 @@ def start_worker(log_path: Path, name: str, concurrency: int = 2) -> subprocess.
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, **TEST_ENV},
+        env={**os.environ, **TEST_ENV, **(env or {})},
         cwd=ROOT,
+        start_new_session=True,
     )
     log.close()
     deadline = time.monotonic() + 60
@@ -182,6 +187,8 @@ def start_worker(log_path: Path, name: str, concurrency: int = 2) -> subprocess.
 
 
 def stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
     proc.terminate()  # warm shutdown
     try:
         proc.wait(timeout=30)
@@ -195,8 +202,10 @@ def workers(conn: psycopg.Connection[Any], redis_db: redis.Redis, tmp_path: Path
     """A factory of real Celery workers, all stopped at the end of the test."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(name: str = "test", concurrency: int = 2) -> subprocess.Popen[bytes]:
-        proc = start_worker(tmp_path / f"{name}-{len(started)}.log", name, concurrency)
+    def start(
+        name: str = "test", concurrency: int = 2, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        proc = start_worker(tmp_path / f"{name}-{len(started)}.log", name, concurrency, env)
         started.append(proc)
         return proc
 

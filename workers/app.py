@@ -157,6 +157,8 @@ def configure_logging(level: str) -> None:
         cache_logger_on_first_use=True,
     )
     logging.getLogger("newsagg").setLevel(level.upper())
+    # One line per HTTP request drowns the log; fetches rows record every request anyway.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @after_setup_logger.connect

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 import tomllib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from workers import store
+from workers.schedule import parse_duration
 from workers.settings import Settings, SettingsError, get_settings
 
 app = typer.Typer(
@@ -108,8 +109,18 @@ def sources_add(
     host_concurrency: Annotated[
         int | None, typer.Option(help="requests in flight at once to its hosts")
     ] = None,
+    min_interval: Annotated[
+        str | None, typer.Option(help="shortest adaptive interval, e.g. 5m (default global)")
+    ] = None,
+    max_interval: Annotated[
+        str | None, typer.Option(help="longest adaptive interval, e.g. 6h (default global)")
+    ] = None,
 ) -> None:
     """Add a source."""
+    try:
+        bounds = [parse_duration(v) if v else None for v in (min_interval, max_interval)]
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
     if kind not in ("feed", "sitemap", "page"):
         raise fail(f"--kind must be feed, sitemap or page, not {kind!r}", 2)
     if not url.startswith(("http://", "https://")):
@@ -124,6 +135,8 @@ def sources_add(
                 timedelta(minutes=interval),
                 host_delay=host_delay,
                 host_concurrency=host_concurrency,
+                min_interval=bounds[0],
+                max_interval=bounds[1],
             )
         except store.StoreError as exc:
             raise fail(str(exc)) from None
@@ -185,6 +198,12 @@ def sources_load(
                 timedelta(minutes=int(entry.get("interval", 15))),
                 host_delay=entry.get("host_delay"),
                 host_concurrency=entry.get("host_concurrency"),
+                min_interval=parse_duration(entry["min_interval"])
+                if "min_interval" in entry
+                else None,
+                max_interval=parse_duration(entry["max_interval"])
+                if "max_interval" in entry
+                else None,
                 replace=True,
             )
     console.print(f"loaded {len(entries)} sources from {path}")
@@ -201,19 +220,47 @@ def crawl(
     timeout: Annotated[float, typer.Option(help="seconds --wait waits at most")] = 3600,
 ) -> None:
     """Enqueue a crawl now (a crawl already queued or running is watched, not doubled)."""
+    if not names and not all_sources:
+        raise fail("name one or more sources, or pass --all", 2)
+    start_crawls(None if all_sources else list(names or []), "manual", None, wait, timeout)
+
+
+@app.command()
+def backfill(
+    name: Annotated[str, typer.Argument(help="source name")],
+    since: Annotated[
+        datetime | None,
+        typer.Option(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"], help="stop at this date"),
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="wait until every URL found is processed")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds --wait waits at most")] = 86400,
+) -> None:
+    """Walk the source's sitemaps (a sitemap source's own, else those its site's robots.txt
+    names, else /sitemap.xml), newest first, down to --since. Run it again to resume: stored
+    URLs are never fetched twice."""
+    when = since.replace(tzinfo=UTC) if since is not None and since.tzinfo is None else since
+    start_crawls([name], "backfill", when, wait, timeout)
+
+
+def start_crawls(
+    names: list[str] | None,
+    trigger: store.Trigger,
+    since: datetime | None,
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Queue one crawl per source through the scheduler's path, optionally watch them."""
     from workers.tasks import crawl_source
 
     settings = settings_or_exit()
-    if not names and not all_sources:
-        raise fail("name one or more sources, or pass --all", 2)
     with connect(settings) as conn:
-        sources = store.find_sources(conn, None if all_sources else list(names or []))
+        sources = store.find_sources(conn, names)
         missing = set(names or []) - {s.name for s in sources}
         if missing:
             raise fail(f"no source named {', '.join(sorted(missing))}")
         crawls: dict[int, str] = {}
         for source in sources:
-            crawl_id = store.create_crawl(conn, source.id, "manual")
+            crawl_id = store.create_crawl(conn, source.id, trigger, backfill_since=since)
             if crawl_id is None:
                 crawl_id = store.active_crawl(conn, source.id)
                 console.print(
@@ -227,7 +274,7 @@ def crawl(
                     raise fail(
                         f"cannot reach the broker at {redact(settings.redis_url)}: {exc}"
                     ) from None
-                console.print(f"{source.name}: crawl #{crawl_id} queued")
+                console.print(f"{source.name}: {trigger} crawl #{crawl_id} queued")
             if crawl_id is not None:
                 crawls[crawl_id] = source.name
         if not wait:
@@ -319,37 +366,61 @@ def print_summary(results: dict[int, store.Crawl], names: dict[int, str]) -> Non
 
 @app.command()
 def status() -> None:
-    """Per source: last crawl, articles stored, failures, next crawl."""
+    """Per source: health, interval, next crawl, last crawl and its result, articles."""
     with connect(settings_or_exit()) as conn:
         rows = store.source_status(conn)
     table = Table(
         "source",
-        "kind",
-        "enabled",
+        "health",
+        "interval",
+        "next crawl",
         "last crawl",
         "result",
         "articles",
         "24 h",
-        "failures 24 h",
-        "next crawl",
+        "failed URLs 24 h",
     )
     for r in rows:
-        last = r["last_crawl_at"].strftime("%Y-%m-%d %H:%M:%S") if r["last_crawl_at"] else "never"
+        health = "ok" if r["healthy"] else f"UNHEALTHY ({r['consecutive_failures']} failures)"
+        if not r["enabled"]:
+            health = "disabled"
+        elif r["healthy"] and r["consecutive_failures"]:
+            health = f"failing ({r['consecutive_failures']})"
+        last = format_time(r["last_crawl_at"]) if r["last_crawl_at"] else "never"
+        if r["last_crawl_trigger"] and r["last_crawl_trigger"] != "schedule":
+            last += f" ({r['last_crawl_trigger']})"
         result = r["last_crawl_status"] or "-"
+        if r["last_crawl_status"] == "finished":
+            result += f": {r['last_crawl_stored']} new, {r['last_crawl_failures']} failed"
         if r["last_crawl_error"]:
             result += f": {r['last_crawl_error']}"
         table.add_row(
             r["name"],
-            r["kind"],
-            "yes" if r["enabled"] else "no",
+            health,
+            format_interval(r["crawl_interval"]),
+            format_time(r["next_crawl_at"]),
             last,
             result,
             str(r["articles"]),
             str(r["articles_24h"]),
             str(r["failures_24h"]),
-            r["next_crawl_at"].strftime("%Y-%m-%d %H:%M:%S"),
         )
     console.print(table)
+
+
+def format_time(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_interval(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds % 60 == 0:
+        return f"{seconds // 60}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 # -- Celery processes -------------------------------------------------------------------

@@ -112,13 +112,21 @@ class FetchFailure(Exception):
     """Internal: carries a failure status out of the fetch loop."""
 
     def __init__(
-        self, status: str, error: str, *, http_status: int | None = None, retryable: bool = False
+        self,
+        status: str,
+        error: str,
+        *,
+        http_status: int | None = None,
+        retryable: bool = False,
+        retry_after: str | None = None,
     ) -> None:
         super().__init__(error)
         self.status = status
         self.error = error
         self.http_status = http_status
         self.retryable = retryable
+        # An error response may still say when to come back (429/503 Retry-After).
+        self.retry_after = retry_after
 
 
 def is_blocked_address(address: IPAddress, allowed: Iterable[Network]) -> bool:
@@ -368,6 +376,7 @@ class Fetcher:
                 http_status=failure.http_status or last_http,
                 error=failure.error,
                 retryable=failure.retryable,
+                retry_after=failure.retry_after,
                 elapsed_ms=int((time.monotonic() - started) * 1000),
                 redirects=tuple(hops),
             )
@@ -490,6 +499,7 @@ class Fetcher:
                 f"HTTP {status} {reason}".strip(),
                 http_status=status,
                 retryable=status in RETRYABLE_HTTP,
+                retry_after=resp.headers.get("retry-after"),
             )
         mtype = media_type(content_type)
         self._check_content_type(mtype, expect, status)

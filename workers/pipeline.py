@@ -11,7 +11,10 @@ Both take an autocommit connection (multi-statement steps open their own transac
 from __future__ import annotations
 
 import hashlib
+import heapq
+import random
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import psycopg
@@ -22,7 +25,8 @@ from workers.dedup import InvalidURL, canonicalise_url
 from workers.discover import Discovery, DiscoveryError, discover
 from workers.extract import EmptyExtraction, FeedHints, TooComplex, extract_article
 from workers.fetch import Expect, Fetcher, FetchResult, decode_body
-from workers.politeness import HostPolicy, Politeness, policy_for
+from workers.politeness import HostPolicy, Politeness, origin_of, parse_retry_after, policy_for
+from workers.schedule import Bounds, next_interval, source_hint
 from workers.settings import Settings
 
 log = structlog.get_logger("newsagg.pipeline")
@@ -97,14 +101,23 @@ def crawl_source(
     crawl_id: int,
     *,
     politeness: Politeness | None = None,
+    now: datetime | None = None,
+    jitter: float | None = None,
 ) -> CrawlPlan:
-    """Read the crawl's source and queue the article URLs it lists."""
-    source = store.start_crawl(conn, crawl_id)
-    if source is None:
+    """Read the crawl's source and queue the article URLs it lists; then schedule the
+    source's next crawl from what this read learned. A backfill walks sitemaps instead.
+
+    `now` and `jitter` exist for tests; by default the database clock and a random jitter.
+    """
+    target = store.start_crawl(conn, crawl_id)
+    if target is None:
         log.info("crawl not active, nothing to do", crawl_id=crawl_id)
         return CrawlPlan(crawl_id, ())
-    expect: Expect = "html" if source.kind == "page" else "xml"
+    source = target.source
     policy = policy_for(settings, source.host_delay, source.host_concurrency)
+    if target.trigger == "backfill":
+        return _backfill(conn, fetcher, settings, politeness, policy, crawl_id, target)
+    expect: Expect = "html" if source.kind == "page" else "xml"
     result = polite_fetch(
         fetcher,
         politeness,
@@ -115,20 +128,17 @@ def crawl_source(
         etag=source.etag,
         last_modified=source.last_modified,
     )
+    hint = source_hint(None, result.cache_control, parse_retry_after(result.retry_after))
     sha = hashlib.sha256(result.body).hexdigest() if result.ok else None
     if result.status == "not_modified" or (sha is not None and sha == source.body_sha256):
         # Some servers send fresh validators with a stale body; an identical body is
         # "not modified" too.
+        unchanged = (
+            None if result.status == "not_modified" else "body unchanged since the last crawl"
+        )
         store.record_fetch(
             conn,
-            fetch_record(
-                result,
-                "source",
-                status="not_modified",
-                error=None
-                if result.status == "not_modified"
-                else "body unchanged since the last crawl",
-            ),
+            fetch_record(result, "source", status="not_modified", error=unchanged),
             crawl_id=crawl_id,
             source_id=source.id,
         )
@@ -140,17 +150,31 @@ def crawl_source(
             body=None,
             ok=True,
         )
-        store.queue_urls(conn, crawl_id, source.id, [], max_attempts=settings.fetch_retries + 1)
-        return CrawlPlan(crawl_id, ())
+        _reschedule(conn, settings, source, 0, hint, now, jitter)
+        # Nothing new listed, but URLs a dead crawl left pending are taken over.
+        ids = store.queue_urls(
+            conn, crawl_id, source.id, [], max_attempts=settings.fetch_retries + 1
+        )
+        return CrawlPlan(crawl_id, tuple(ids))
     if not result.ok:
-        return _fail_source(conn, crawl_id, source.id, result, None)
+        return _fail_source(conn, settings, crawl_id, source, result, None, hint, now, jitter)
     try:
         found = discover(source.kind, result.body, result.final_url or source.url)  # type: ignore[arg-type]
     except DiscoveryError as exc:
-        return _fail_source(conn, crawl_id, source.id, result, f"cannot read {source.kind}: {exc}")
+        error = f"cannot read {source.kind}: {exc}"
+        return _fail_source(conn, settings, crawl_id, source, result, error, hint, now, jitter)
     store.record_fetch(conn, fetch_record(result, "source"), crawl_id=crawl_id, source_id=source.id)
     if found.child_sitemaps:
-        found = _read_child_sitemaps(conn, fetcher, politeness, policy, crawl_id, source, found)
+        found, _ = _read_child_sitemaps(
+            conn,
+            fetcher,
+            politeness,
+            policy,
+            crawl_id,
+            source,
+            found,
+            max_sitemaps=MAX_CHILD_SITEMAPS,
+        )
     listed = list_candidates(found, settings.max_urls_per_crawl)
     ids = store.queue_urls(
         conn, crawl_id, source.id, listed, max_attempts=settings.fetch_retries + 1
@@ -163,6 +187,8 @@ def crawl_source(
         body=result.body,
         ok=True,
     )
+    ttl_hint = source_hint(found.ttl_seconds, result.cache_control, None)
+    _reschedule(conn, settings, source, 0, ttl_hint, now, jitter)
     log.info(
         "crawl listed URLs",
         crawl_id=crawl_id,
@@ -173,12 +199,49 @@ def crawl_source(
     return CrawlPlan(crawl_id, tuple(ids))
 
 
+def _reschedule(
+    conn: psycopg.Connection[Any],
+    settings: Settings,
+    source: store.Source,
+    failures: int,
+    hint: timedelta | None,
+    now: datetime | None,
+    jitter: float | None,
+) -> None:
+    """Set the source's next crawl from its publishing rate, failures and hints."""
+    bounds = Bounds(
+        minimum=source.min_interval or timedelta(seconds=settings.min_interval),
+        maximum=source.max_interval or timedelta(seconds=settings.max_interval),
+        unhealthy_after=settings.unhealthy_after,
+        unhealthy_interval=timedelta(seconds=settings.unhealthy_interval),
+    )
+    decision = next_interval(
+        new_last_week=store.count_new_urls(conn, source.id, now=now),
+        consecutive_failures=failures,
+        bounds=bounds,
+        hint=hint,
+        jitter=random.random() if jitter is None else jitter,
+    )
+    store.set_schedule(
+        conn,
+        source.id,
+        decision.interval,
+        healthy=decision.healthy,
+        reason=decision.reason,
+        now=now,
+    )
+
+
 def _fail_source(
     conn: psycopg.Connection[Any],
+    settings: Settings,
     crawl_id: int,
-    source_id: int,
+    source: store.Source,
     result: FetchResult,
     error: str | None,
+    hint: timedelta | None,
+    now: datetime | None,
+    jitter: float | None,
 ) -> CrawlPlan:
     status = result.status if error is None else "parse_error"
     message = error or result.error or result.status
@@ -186,14 +249,81 @@ def _fail_source(
         conn,
         fetch_record(result, "source", status=status, error=message),
         crawl_id=crawl_id,
-        source_id=source_id,
+        source_id=source.id,
     )
-    store.save_source_validators(
-        conn, source_id, etag=None, last_modified=None, body=None, ok=False
+    failures = store.save_source_validators(
+        conn, source.id, etag=None, last_modified=None, body=None, ok=False
     )
+    _reschedule(conn, settings, source, failures, hint, now, jitter)
     store.fail_crawl(conn, crawl_id, f"{message} ({result.url})")
     log.warning("crawl failed", crawl_id=crawl_id, url=result.url, status=status, error=message)
     return CrawlPlan(crawl_id, ())
+
+
+def _backfill(
+    conn: psycopg.Connection[Any],
+    fetcher: Fetcher,
+    settings: Settings,
+    politeness: Politeness | None,
+    policy: HostPolicy,
+    crawl_id: int,
+    target: store.CrawlTarget,
+) -> CrawlPlan:
+    """Walk the source's sitemaps newest first down to `backfill_since`, queueing what the
+    frontier has not seen. Stored URLs are never fetched again, so an interrupted backfill
+    resumes where it stopped when run again (its pending URLs are taken over)."""
+    source = target.source
+    roots = (
+        [source.url]
+        if source.kind == "sitemap"
+        else _site_sitemaps(fetcher, politeness, source.url)
+    )
+    index = Discovery(
+        candidates=(), child_sitemaps=tuple(roots), child_lastmods=tuple(None for _ in roots)
+    )
+    found, read = _read_child_sitemaps(
+        conn,
+        fetcher,
+        politeness,
+        policy,
+        crawl_id,
+        source,
+        index,
+        max_sitemaps=settings.backfill_max_sitemaps,
+        since=target.backfill_since,
+        include_root=True,
+    )
+    if read == 0:
+        store.fail_crawl(
+            conn, crawl_id, f"no readable sitemap for {source.name} ({', '.join(roots)})"
+        )
+        return CrawlPlan(crawl_id, ())
+    since = target.backfill_since
+    kept = [
+        c
+        for c in found.candidates
+        if since is None or c.published_at is None or c.published_at >= since
+    ]
+    listed = list_candidates(Discovery(candidates=tuple(kept)), settings.backfill_max_urls)
+    ids = store.queue_urls(
+        conn, crawl_id, source.id, listed, max_attempts=settings.fetch_retries + 1
+    )
+    log.info(
+        "backfill listed URLs",
+        crawl_id=crawl_id,
+        source=source.name,
+        found=len(listed),
+        queued=len(ids),
+        since=since,
+    )
+    return CrawlPlan(crawl_id, tuple(ids))
+
+
+def _site_sitemaps(fetcher: Fetcher, politeness: Politeness | None, url: str) -> list[str]:
+    """The sitemaps a site declares in robots.txt, else its /sitemap.xml."""
+    origin = origin_of(url)
+    declared = politeness.declared_sitemaps(origin, fetcher) if politeness is not None else []
+    return declared or [f"{origin}/sitemap.xml"]
 
 
 def _read_child_sitemaps(
@@ -204,17 +334,35 @@ def _read_child_sitemaps(
     crawl_id: int,
     source: store.Source,
     index: Discovery,
-) -> Discovery:
-    """Follow a sitemap index breadth-first (bounded, each sitemap once, itself included)."""
+    *,
+    max_sitemaps: int,
+    since: datetime | None = None,
+    include_root: bool = False,
+) -> tuple[Discovery, int]:
+    """Follow sitemap indexes, newest child first, each sitemap once (the source itself
+    included), skipping children last modified before `since`, at most `max_sitemaps`.
+    Returns the URLs found and how many sitemaps could be read."""
     source_id = source.id
     candidates = list(index.candidates)
-    queue = [(url, 1) for url in index.child_sitemaps]
-    # An index that lists itself (or a cycle of indexes) must not be read again.
-    seen: set[str] = {source.url, _sitemap_key(source.url)}
-    read = 0
-    while queue and read < MAX_CHILD_SITEMAPS:
-        url, depth = queue.pop(0)
-        if url in seen or _sitemap_key(url) in seen or depth > MAX_SITEMAP_DEPTH:
+    # (negated lastmod for newest first, order seen, url, depth); undated children sort last.
+    queue: list[tuple[float, int, str, int]] = []
+    seen: set[str] = set() if include_root else {source.url, _sitemap_key(source.url)}
+    counter = 0
+
+    def push(urls: tuple[str, ...], lastmods: tuple[datetime | None, ...], depth: int) -> None:
+        nonlocal counter
+        for child_url, lastmod in zip(urls, lastmods or (None,) * len(urls), strict=False):
+            if since is not None and lastmod is not None and lastmod < since:
+                continue
+            counter += 1
+            key = -lastmod.timestamp() if lastmod else float("inf")
+            heapq.heappush(queue, (key, counter, child_url, depth))
+
+    push(index.child_sitemaps, index.child_lastmods, 1)
+    read = readable = 0
+    while queue and read < max_sitemaps:
+        _, _, url, depth = heapq.heappop(queue)
+        if url in seen or _sitemap_key(url) in seen or depth > MAX_SITEMAP_DEPTH + 1:
             continue
         seen.update((url, _sitemap_key(url)))
         read += 1
@@ -241,15 +389,16 @@ def _read_child_sitemaps(
         store.record_fetch(
             conn, fetch_record(result, "source"), crawl_id=crawl_id, source_id=source_id
         )
+        readable += 1
         candidates.extend(child.candidates)
-        queue.extend((u, depth + 1) for u in child.child_sitemaps if u not in seen)
+        push(child.child_sitemaps, child.child_lastmods, depth + 1)
     candidates.sort(
         key=lambda c: (
             c.published_at is None,
             -(c.published_at.timestamp() if c.published_at else 0),
         )
     )
-    return Discovery(candidates=tuple(candidates))
+    return Discovery(candidates=tuple(candidates)), readable
 
 
 def _sitemap_key(url: str) -> str:
@@ -339,6 +488,11 @@ def process_article(
         url_id,
         fetch_record(result),
         article,
+        # Shingles, MinHash and story terms are CPU work: done here, before the
+        # transaction takes its locks.
+        fingerprint=store.fingerprint_article(article, settings.near_dup_min_words),
+        story_window_days=settings.story_window_days,
+        near_dup_min_words=settings.near_dup_min_words,
     )
 
 

@@ -144,16 +144,7 @@ class Politeness:
     def robots(self, url: str, fetcher: Fetcher) -> RobotsVerdict:
         """May url be fetched by our user agent? Reads robots.txt once per origin per TTL."""
         origin = origin_of(url)
-        key = f"{PREFIX}robots:{origin}"
-        raw = self.redis.get(key)
-        if raw is None:
-            kind, detail = self._fetch_robots(origin, fetcher)
-            ttl = self.settings.robots_error_ttl if kind == "deny" else self.settings.robots_ttl
-            # One string "kind\ndetail": rules (detail = robots.txt), allow, or deny (reason).
-            self.redis.set(key, f"{kind}\n{detail}".encode("utf-8", "replace"), ex=int(ttl))
-        else:
-            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-            kind, _, detail = text.partition("\n")
+        kind, detail = self._robots_entry(origin, fetcher)
         if kind == "allow":
             return RobotsVerdict(True)
         if kind == "deny":
@@ -165,6 +156,26 @@ class Politeness:
         if rules.can_fetch(url, agent):
             return RobotsVerdict(True, crawl_delay)
         return RobotsVerdict(False, crawl_delay, f"disallowed by {origin}/robots.txt")
+
+    def declared_sitemaps(self, origin: str, fetcher: Fetcher) -> list[str]:
+        """The ``Sitemap:`` lines of the origin's robots.txt."""
+        kind, detail = self._robots_entry(origin, fetcher)
+        return list(Protego.parse(detail).sitemaps) if kind == "rules" else []
+
+    def _robots_entry(self, origin: str, fetcher: Fetcher) -> tuple[str, str]:
+        """(kind, detail) from the cache, fetching robots.txt on a miss: kind is "rules"
+        (detail: the file), "allow" or "deny" (detail: why)."""
+        key = f"{PREFIX}robots:{origin}"
+        raw = self.redis.get(key)
+        if raw is not None:
+            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+            kind, _, detail = text.partition("\n")
+            return kind, detail
+        kind, detail = self._fetch_robots(origin, fetcher)
+        ttl = self.settings.robots_error_ttl if kind == "deny" else self.settings.robots_ttl
+        # One string "kind\ndetail" per origin.
+        self.redis.set(key, f"{kind}\n{detail}".encode("utf-8", "replace"), ex=int(ttl))
+        return kind, detail
 
     def _fetch_robots(self, origin: str, fetcher: Fetcher) -> tuple[str, str]:
         # RFC 9309: 4xx means no rules; a server error or no answer means "assume full

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 WEEK = timedelta(days=7)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-maxage|max-age)\s*=\s*\"?(\d+)", re.IGNORECASE)
 
 
@@ -118,3 +120,15 @@ def source_hint(
     ]
     present = [h for h in hints if h is not None]
     return max(present) if present else None
+
+
+def parse_duration(text: str) -> timedelta:
+    """ "90s", "5m", "6h", "1d" or plain seconds → timedelta.
+
+    >>> [d.total_seconds() for d in map(parse_duration, ["5m", "1.5h", "30"])]
+    [300.0, 5400.0, 30.0]
+    """
+    match = _DURATION.match(text)
+    if match is None or float(match.group(1)) <= 0:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 5m, 6h, 1d)")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2).lower()])

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -66,12 +66,20 @@ class Settings(BaseSettings):
     retry_backoff: float = Field(default=30.0, ge=0)
     min_text_chars: int = Field(default=100, ge=1)
 
-    default_interval: int = Field(default=900, ge=60, description="seconds between crawls")
+    # Scheduling (a source may override the interval bounds).
+    min_interval: float = Field(default=300.0, gt=0, description="seconds")
+    max_interval: float = Field(default=21_600.0, gt=0, description="seconds")
+    unhealthy_after: int = Field(default=5, ge=1, description="consecutive failures")
+    unhealthy_interval: float = Field(default=86_400.0, gt=0, description="seconds")
     dispatch_every: float = Field(default=10.0, gt=0)
     max_urls_per_crawl: int = Field(default=200, ge=1)
-    # A crawl whose worker died never finishes by itself; after this long it is closed as
-    # 'abandoned' so the source can be crawled again.
-    crawl_stale_after: int = Field(default=3600, ge=60)
+    # A crawl holds a lease, renewed by every step its workers take; when its workers die
+    # the lease runs out and housekeeping closes it as 'abandoned', so the source can be
+    # crawled again and its pending URLs are taken over.
+    crawl_lease: float = Field(default=1800.0, ge=1)
+    fetch_retention_days: float = Field(default=30.0, gt=0)
+    backfill_max_urls: int = Field(default=5000, ge=1)
+    backfill_max_sitemaps: int = Field(default=500, ge=1)
     # Deduplication and stories: near-duplicates and story matches are looked for only among
     # articles first seen within this window, so the cost stays flat as the table grows.
     story_window_days: float = Field(default=3.0, gt=0)
@@ -94,6 +102,12 @@ class Settings(BaseSettings):
             if part.strip():
                 networks.append(ipaddress.ip_network(part.strip(), strict=False))
         return tuple(networks)
+
+    @model_validator(mode="after")
+    def check_interval_bounds(self) -> Settings:
+        if self.min_interval > self.max_interval:
+            raise ValueError("NEWSAGG_MIN_INTERVAL must not exceed NEWSAGG_MAX_INTERVAL")
+        return self
 
     @field_validator("database_url")
     @classmethod

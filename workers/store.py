@@ -18,8 +18,23 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import class_row, dict_row
 
-from workers.dedup import content_hash
+from workers.dedup import (
+    TextSignature,
+    body_text,
+    content_hash,
+    is_near_duplicate,
+    shingles,
+    similarity,
+    text_signature,
+)
 from workers.extract import Article
+from workers.stories import (
+    SHARED_TERMS_MIN,
+    TERM_POSTINGS_CAP,
+    StoryCandidate,
+    best_story,
+    story_terms,
+)
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schema.sql"
 SourceKind = Literal["feed", "sitemap", "page"]
@@ -34,6 +49,10 @@ OUTCOME_COLUMNS: dict[str, str] = {
     "failed": "failures",
 }
 ACTIVE = ("queued", "running")
+# Defaults of NEWSAGG_STORY_WINDOW_DAYS and NEWSAGG_NEAR_DUP_MIN_WORDS, for callers without
+# settings (tests, scripts).
+DEFAULT_STORY_WINDOW_DAYS = 3.0
+DEFAULT_NEAR_DUP_MIN_WORDS = 50
 
 
 class StoreError(RuntimeError):
@@ -54,6 +73,10 @@ class Source:
     body_sha256: str | None
     host_delay: float | None
     host_concurrency: int | None
+    min_interval: timedelta | None = None
+    max_interval: timedelta | None = None
+    healthy: bool = True
+    consecutive_failures: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +155,8 @@ def apply_schema(conn: psycopg.Connection[Any], schema: str | None = None) -> No
 
 _SOURCE_COLUMNS = (
     "id, name, url, kind, enabled, crawl_interval, next_crawl_at, etag, last_modified, "
-    "body_sha256, host_delay, host_concurrency"
+    "body_sha256, host_delay, host_concurrency, min_interval, max_interval, healthy, "
+    "consecutive_failures"
 )
 
 
@@ -145,22 +169,29 @@ def add_source(
     *,
     host_delay: float | None = None,
     host_concurrency: int | None = None,
+    min_interval: timedelta | None = None,
+    max_interval: timedelta | None = None,
     replace: bool = False,
 ) -> Source:
-    """Insert a source; with replace=True update the configuration of an existing one."""
+    """Insert a source; with replace=True update the configuration of an existing one.
+
+    `interval` is the first interval; the adaptive schedule takes over after the first crawl.
+    """
     conflict = (
         "DO UPDATE SET url = EXCLUDED.url, kind = EXCLUDED.kind, "
         "crawl_interval = EXCLUDED.crawl_interval, host_delay = EXCLUDED.host_delay, "
-        "host_concurrency = EXCLUDED.host_concurrency, updated_at = now()"
+        "host_concurrency = EXCLUDED.host_concurrency, min_interval = EXCLUDED.min_interval, "
+        "max_interval = EXCLUDED.max_interval, updated_at = now()"
         if replace
         else "DO NOTHING"
     )
     with conn.cursor(row_factory=class_row(Source)) as cur:
         row = cur.execute(
-            f"INSERT INTO sources (name, url, kind, crawl_interval, host_delay, host_concurrency) "
-            f"VALUES (%s, %s, %s, coalesce(%s, interval '15 minutes'), %s, %s) "
+            f"INSERT INTO sources (name, url, kind, crawl_interval, host_delay, host_concurrency, "
+            f"min_interval, max_interval) "
+            f"VALUES (%s, %s, %s, coalesce(%s, interval '15 minutes'), %s, %s, %s, %s) "
             f"ON CONFLICT (name) {conflict} RETURNING {_SOURCE_COLUMNS}",
-            (name, url, kind, interval, host_delay, host_concurrency),
+            (name, url, kind, interval, host_delay, host_concurrency, min_interval, max_interval),
         ).fetchone()
     if row is None:
         raise StoreError(f"a source named {name!r} already exists")
@@ -197,9 +228,12 @@ def save_source_validators(
     last_modified: str | None,
     body: bytes | None,
     ok: bool,
-) -> None:
-    """After reading a source: keep validators for the next conditional GET, count failures."""
-    conn.execute(
+) -> int:
+    """After reading a source: keep validators for the next conditional GET, count failures.
+
+    Returns the source's consecutive failures after this read.
+    """
+    row = conn.execute(
         """
         UPDATE sources
            SET etag = CASE WHEN %(ok)s THEN %(etag)s ELSE etag END,
@@ -209,6 +243,7 @@ def save_source_validators(
                consecutive_failures = CASE WHEN %(ok)s THEN 0 ELSE consecutive_failures + 1 END,
                updated_at = now()
          WHERE id = %(id)s
+        RETURNING consecutive_failures
         """,
         {
             "ok": ok,
@@ -217,7 +252,8 @@ def save_source_validators(
             "sha": hashlib.sha256(body).hexdigest() if body is not None else None,
             "id": source_id,
         },
-    )
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def source_status(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
@@ -233,12 +269,18 @@ _CRAWL_COLUMNS = (
 )
 
 
-def create_crawl(conn: psycopg.Connection[Any], source_id: int, trigger: Trigger) -> int | None:
+def create_crawl(
+    conn: psycopg.Connection[Any],
+    source_id: int,
+    trigger: Trigger,
+    *,
+    backfill_since: datetime | None = None,
+) -> int | None:
     """Queue a crawl; None when the source already has one queued or running."""
     row = conn.execute(
-        "INSERT INTO crawls (source_id, trigger) VALUES (%s, %s) "
+        "INSERT INTO crawls (source_id, trigger, backfill_since) VALUES (%s, %s, %s) "
         "ON CONFLICT (source_id) WHERE status IN ('queued', 'running') DO NOTHING RETURNING id",
-        (source_id, trigger),
+        (source_id, trigger, backfill_since),
     ).fetchone()
     return int(row[0]) if row else None
 
@@ -258,8 +300,17 @@ def get_crawl(conn: psycopg.Connection[Any], crawl_id: int) -> Crawl | None:
         ).fetchone()
 
 
-def start_crawl(conn: psycopg.Connection[Any], crawl_id: int) -> Source | None:
-    """Mark a queued crawl running and return its source; None if it is over or gone.
+@dataclass(frozen=True, slots=True)
+class CrawlTarget:
+    """A crawl that a worker has started: its source, why it runs, where a backfill stops."""
+
+    source: Source
+    trigger: str
+    backfill_since: datetime | None
+
+
+def start_crawl(conn: psycopg.Connection[Any], crawl_id: int) -> CrawlTarget | None:
+    """Mark a queued crawl running and return what to crawl; None if it is over or gone.
 
     A crawl already running is returned again: a redelivered crawl task repeats discovery,
     which is idempotent.
@@ -267,10 +318,13 @@ def start_crawl(conn: psycopg.Connection[Any], crawl_id: int) -> Source | None:
     row = conn.execute(
         "UPDATE crawls SET status = 'running', started_at = coalesce(started_at, now()), "
         "last_activity_at = now() WHERE id = %s AND status IN ('queued', 'running') "
-        "RETURNING source_id",
+        "RETURNING source_id, trigger, backfill_since",
         (crawl_id,),
     ).fetchone()
-    return get_source(conn, int(row[0])) if row else None
+    if row is None:
+        return None
+    source = get_source(conn, int(row[0]))
+    return CrawlTarget(source, row[1], row[2]) if source is not None else None
 
 
 def fail_crawl(conn: psycopg.Connection[Any], crawl_id: int, error: str) -> None:
@@ -281,50 +335,106 @@ def fail_crawl(conn: psycopg.Connection[Any], crawl_id: int, error: str) -> None
     )
 
 
-def claim_due_sources(conn: psycopg.Connection[Any], limit: int = 100) -> list[tuple[int, int]]:
+def claim_due_sources(
+    conn: psycopg.Connection[Any], limit: int = 100, *, now: datetime | None = None
+) -> list[tuple[int, int]]:
     """Queue scheduled crawls for due sources; [(crawl_id, source_id)].
 
     The due rows are locked with SKIP LOCKED and moved forward in the same transaction, so
-    two dispatchers running at once each claim different sources, and the partial unique
-    index on crawls refuses a second active crawl of one source.
+    two dispatchers running at once each claim different sources; each crawl records the
+    due time it was claimed for (unique per source), and the partial unique index on crawls
+    refuses a second active crawl of one source. `now` is the clock (tests pass their own).
     """
     with conn.transaction():
         rows = conn.execute(
             """
             WITH due AS (
-                SELECT id, crawl_interval FROM sources
-                 WHERE enabled AND next_crawl_at <= now()
+                SELECT id, crawl_interval, next_crawl_at FROM sources
+                 WHERE enabled AND next_crawl_at <= coalesce(%(now)s, now())
                  ORDER BY next_crawl_at
-                 LIMIT %s
+                 LIMIT %(limit)s
                    FOR UPDATE SKIP LOCKED
             ), moved AS (
-                UPDATE sources s SET next_crawl_at = now() + due.crawl_interval
+                UPDATE sources s
+                   SET next_crawl_at = coalesce(%(now)s, now()) + due.crawl_interval
                   FROM due WHERE s.id = due.id
-                RETURNING s.id
+                RETURNING s.id, due.next_crawl_at AS due_at
             )
-            INSERT INTO crawls (source_id, trigger)
-            SELECT id, 'schedule' FROM moved
-            ON CONFLICT (source_id) WHERE status IN ('queued', 'running') DO NOTHING
+            INSERT INTO crawls (source_id, trigger, due_at)
+            SELECT id, 'schedule', due_at FROM moved
+            ON CONFLICT DO NOTHING
             RETURNING id, source_id
             """,
-            (limit,),
+            {"now": now, "limit": limit},
         ).fetchall()
     return [(int(r[0]), int(r[1])) for r in rows]
 
 
-def abandon_stale_crawls(conn: psycopg.Connection[Any], stale_after: timedelta) -> list[int]:
-    """Close crawls whose worker vanished (no activity for stale_after)."""
+def count_new_urls(
+    conn: psycopg.Connection[Any],
+    source_id: int,
+    *,
+    days: float = 7,
+    now: datetime | None = None,
+) -> int:
+    """URLs the source listed for the first time in the last `days`: its publishing rate."""
+    row = conn.execute(
+        "SELECT count(*) FROM discovered_urls WHERE source_id = %(id)s "
+        "AND discovered_at > coalesce(%(now)s, now()) - make_interval(secs => %(secs)s)",
+        {"id": source_id, "now": now, "secs": days * 86400},
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def set_schedule(
+    conn: psycopg.Connection[Any],
+    source_id: int,
+    interval: timedelta,
+    *,
+    healthy: bool,
+    reason: str,
+    now: datetime | None = None,
+) -> None:
+    """After a read of the source: its next crawl is `interval` from now."""
+    conn.execute(
+        "UPDATE sources SET crawl_interval = %(interval)s, healthy = %(healthy)s, "
+        "schedule_reason = %(reason)s, "
+        "next_crawl_at = coalesce(%(now)s, now()) + %(interval)s, updated_at = now() "
+        "WHERE id = %(id)s",
+        {"interval": interval, "healthy": healthy, "reason": reason, "now": now, "id": source_id},
+    )
+
+
+def abandon_stale_crawls(
+    conn: psycopg.Connection[Any], lease: timedelta, *, now: datetime | None = None
+) -> list[int]:
+    """Close crawls whose lease ran out (no activity for `lease`): their worker is gone."""
     rows = conn.execute(
-        "UPDATE crawls SET status = 'abandoned', finished_at = now(), "
-        "error = 'no progress for ' || %s::interval || '; the worker was probably lost' "
-        "WHERE status IN ('queued', 'running') AND last_activity_at < now() - %s::interval "
+        "UPDATE crawls SET status = 'abandoned', finished_at = coalesce(%(now)s, now()), "
+        "error = 'lease expired: no progress for ' || %(lease)s::interval "
+        "|| '; its worker was probably lost' "
+        "WHERE status IN ('queued', 'running') "
+        "AND last_activity_at < coalesce(%(now)s, now()) - %(lease)s::interval "
         "RETURNING id",
-        (stale_after, stale_after),
+        {"lease": lease, "now": now},
     ).fetchall()
     return [int(r[0]) for r in rows]
 
 
-# -- frontier ---------------------------------------------------------------------------
+def prune_fetches(
+    conn: psycopg.Connection[Any], older_than: timedelta, *, batch: int = 10_000
+) -> int:
+    """Delete fetches rows older than `older_than`, in batches so no lock is held long."""
+    deleted = 0
+    while True:
+        count = conn.execute(
+            "DELETE FROM fetches WHERE id IN (SELECT id FROM fetches "
+            "WHERE fetched_at < now() - %s::interval LIMIT %s)",
+            (older_than, batch),
+        ).rowcount
+        deleted += count
+        if count < batch:
+            return deleted
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,7 +458,8 @@ def queue_urls(
     """Record what a crawl listed; return the ids of URLs to process.
 
     New URLs are inserted; URLs that failed transiently (fewer than max_attempts times) and
-    URLs left pending by an abandoned crawl are taken over by this crawl. Everything else
+    URLs of this source left pending by a crawl that is over (abandoned) are taken over by
+    this crawl. Everything else
     was processed before and is skipped. Updates the crawl's found/new/queued counters and
     finishes it at once when nothing is queued.
     """
@@ -368,14 +479,16 @@ def queue_urls(
             ), retried AS (
                 UPDATE discovered_urls d
                    SET crawl_id = %(crawl)s, state = 'pending'
-                  FROM input i
-                 WHERE d.url = i.url
-                   AND ((d.state = 'failed' AND d.retryable AND d.attempts < %(max_attempts)s)
-                        -- still pending: this crawl's own (a redelivered crawl task) or
-                        -- left behind by a crawl that is over
-                        OR (d.state = 'pending' AND (d.crawl_id = %(crawl)s OR NOT EXISTS (
+                 WHERE (d.url = ANY(%(urls)s) AND d.state = 'failed' AND d.retryable
+                        AND d.attempts < %(max_attempts)s)
+                    -- still pending: this crawl's own (a redelivered crawl task), or left
+                    -- behind by a crawl of this source that is over (its worker died), even
+                    -- when the source no longer lists it or was not modified
+                    OR (d.state = 'pending'
+                        AND (d.url = ANY(%(urls)s) OR d.source_id = %(source)s)
+                        AND (d.crawl_id = %(crawl)s OR NOT EXISTS (
                                SELECT 1 FROM crawls c WHERE c.id = d.crawl_id
-                                  AND c.status IN ('queued', 'running')))))
+                                  AND c.status IN ('queued', 'running'))))
                 RETURNING d.id
             )
             SELECT true, id FROM inserted UNION ALL SELECT false, id FROM retried
@@ -459,13 +572,17 @@ def finish_url(
     article: Article | None,
     *,
     retryable: bool = False,
+    fingerprint: Fingerprint | None = None,
+    story_window_days: float = DEFAULT_STORY_WINDOW_DAYS,
+    near_dup_min_words: int = DEFAULT_NEAR_DUP_MIN_WORDS,
 ) -> Outcome | None:
     """Store what processing one URL found, exactly once.
 
     In one transaction: lock the URL row; if it is no longer pending (a redelivered task
     already did this), do nothing and return None. Otherwise store the article (when there
     is one), the fetches row, the URL's new state and the crawl's counters, and finish the
-    crawl if this was its last URL.
+    crawl if this was its last URL. Pass the article's `fingerprint_article` to keep its
+    CPU work out of the transaction; the other keywords are `store_article`'s.
     """
     with conn.transaction():
         row = conn.execute(
@@ -479,7 +596,14 @@ def finish_url(
         outcome: Outcome = "failed"
         article_id: int | None = None
         if article is not None:
-            article_id, outcome = store_article(conn, article, source_id)
+            article_id, outcome = store_article(
+                conn,
+                article,
+                source_id,
+                fingerprint=fingerprint,
+                story_window_days=story_window_days,
+                near_dup_min_words=near_dup_min_words,
+            )
         record_fetch(conn, fetch, crawl_id=crawl_id, source_id=source_id, article_id=article_id)
         conn.execute(
             "UPDATE discovered_urls SET state = %s, attempts = attempts + 1, last_status = %s, "
@@ -519,48 +643,253 @@ def count_outcome(conn: psycopg.Connection[Any], crawl_id: int, outcome: Outcome
 
 # -- articles ---------------------------------------------------------------------------
 
+# Near-duplicate candidates verified per article at most (best LSH matches first); a wire
+# story copied by more outlets than this still finds its original, which shares the most
+# bands with any copy.
+MAX_NEAR_DUP_CANDIDATES = 50
+# Story candidates scored per article at most (those sharing the most terms first).
+MAX_STORY_CANDIDATES = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """Everything dedup and story matching compute from an article's text.
+
+    Pure CPU work: make it with `fingerprint_article` before opening the transaction, so
+    the advisory locks are held for database round trips only.
+    """
+
+    content_hash: str
+    text: TextSignature
+    terms: tuple[str, ...]
+
+
+def fingerprint_article(
+    article: Article, near_dup_min_words: int = DEFAULT_NEAR_DUP_MIN_WORDS
+) -> Fingerprint:
+    """Content hash, shingles and LSH band keys of the body, story terms of headline + lead."""
+    return Fingerprint(
+        content_hash=content_hash(article.text),
+        text=text_signature(body_text(article.title, article.text), near_dup_min_words),
+        terms=story_terms(article.title, article.text, article.language),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Match:
+    original_id: int
+    story_id: int | None
+    kind: Literal["exact", "near"]
+    similarity: float
+
+
+def _lock_keys(conn: psycopg.Connection[Any], fingerprint: Fingerprint) -> None:
+    """Take the band and term locks, in one statement, in sorted order (no deadlocks).
+
+    Two articles that LSH would pair share a band key, and two that story matching would
+    pair share a term, so whichever commits second waits here and then sees the first.
+    """
+    keys = set(fingerprint.text.bands)
+    keys.update(_term_key(term) for term in fingerprint.terms)
+    if keys:
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(k, n) "
+            "ORDER BY n",
+            (sorted(keys),),
+        )
+
+
+def _term_key(term: str) -> int:
+    digest = hashlib.blake2b(b"term:" + term.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def _find_near_duplicate(
+    conn: psycopg.Connection[Any],
+    fingerprint: Fingerprint,
+    event_at: datetime,
+    window: timedelta,
+    exclude_id: int | None = None,
+) -> _Match | None:
+    """The original of the earliest verified near-duplicate within the window, if any."""
+    bands = fingerprint.text.bands
+    if not bands:
+        return None
+    rows = conn.execute(
+        """
+        WITH hits AS (
+            SELECT b.article_id, count(*) AS shared
+              FROM article_bands b
+             WHERE b.band_key = ANY(%(keys)s::bigint[])
+               AND b.event_at BETWEEN %(at)s::timestamptz - %(window)s
+                                  AND %(at)s::timestamptz + %(window)s
+               AND b.article_id IS DISTINCT FROM %(exclude)s
+             GROUP BY b.article_id
+             ORDER BY shared DESC, b.article_id
+             LIMIT %(limit)s
+        )
+        SELECT a.id, coalesce(a.duplicate_of, a.id), a.title, a.text,
+               coalesce(o.first_seen_at, a.first_seen_at), coalesce(o.story_id, a.story_id)
+          FROM hits JOIN articles a ON a.id = hits.article_id
+          LEFT JOIN articles o ON o.id = a.duplicate_of
+        """,
+        {
+            "keys": list(bands),
+            "at": event_at,
+            "window": window,
+            "exclude": exclude_id,
+            "limit": MAX_NEAR_DUP_CANDIDATES,
+        },
+    ).fetchall()
+    best: tuple[datetime, int, int | None, float] | None = None
+    for _id, original_id, title, text, original_seen, story_id in rows:
+        if original_id == exclude_id:
+            continue  # an updated article is never a copy of its own copy
+        sim = similarity(fingerprint.text.shingles, shingles(body_text(title, text)))
+        if not is_near_duplicate(sim):
+            continue
+        candidate = (original_seen, int(original_id), story_id, sim.jaccard)
+        if best is None or candidate[:2] < best[:2]:
+            best = candidate
+    if best is None:
+        return None
+    return _Match(best[1], best[2], "near", best[3])
+
+
+def _find_story(
+    conn: psycopg.Connection[Any], terms: tuple[str, ...], event_at: datetime, window: timedelta
+) -> int | None:
+    """The story of the best-matching original in the window (see workers/stories.py)."""
+    if not terms:
+        return None
+    rows = conn.execute(
+        """
+        SELECT t.term, p.article_id, p.story_id
+          FROM unnest(%(terms)s::text[]) AS t(term)
+          CROSS JOIN LATERAL (
+                SELECT article_id, story_id FROM article_terms
+                 WHERE term = t.term
+                   AND event_at BETWEEN %(at)s::timestamptz - %(window)s
+                                    AND %(at)s::timestamptz + %(window)s
+                 ORDER BY event_at DESC
+                 LIMIT %(cap)s
+          ) p
+        """,
+        {"terms": list(terms), "at": event_at, "window": window, "cap": TERM_POSTINGS_CAP + 1},
+    ).fetchall()
+    postings: dict[str, int] = {}
+    shared: dict[int, int] = {}
+    story_of: dict[int, int] = {}
+    for term, _article_id, _story_id in rows:
+        postings[term] = postings.get(term, 0) + 1
+    for term, article_id, story_id in rows:
+        if postings[term] > TERM_POSTINGS_CAP:
+            continue  # too common in this window to tell stories apart
+        shared[article_id] = shared.get(article_id, 0) + 1
+        story_of[article_id] = story_id
+    ids = [a for a, n in shared.items() if n >= SHARED_TERMS_MIN]
+    if not ids:
+        return None
+    ids.sort(key=lambda a: (-shared[a], a))
+    found = conn.execute(
+        "SELECT id, story_terms FROM articles WHERE id = ANY(%s)", (ids[:MAX_STORY_CANDIDATES],)
+    ).fetchall()
+    candidates = [StoryCandidate(int(i), story_of[int(i)], tuple(t)) for i, t in found]
+    return best_story(terms, candidates, postings)
+
+
+def _index_article(
+    conn: psycopg.Connection[Any],
+    article_id: int,
+    fingerprint: Fingerprint,
+    event_at: datetime,
+    story_id: int | None,
+    *,
+    original: bool,
+) -> None:
+    """(Re)write the article's band keys, and for an original its story terms."""
+    conn.execute("DELETE FROM article_bands WHERE article_id = %s", (article_id,))
+    conn.execute("DELETE FROM article_terms WHERE article_id = %s", (article_id,))
+    if fingerprint.text.bands:
+        conn.execute(
+            "INSERT INTO article_bands (band_key, event_at, article_id) "
+            "SELECT DISTINCT k, %s::timestamptz, %s FROM unnest(%s::bigint[]) k",
+            (event_at, article_id, list(fingerprint.text.bands)),
+        )
+    if original and story_id is not None and fingerprint.terms:
+        conn.execute(
+            "INSERT INTO article_terms (term, event_at, article_id, story_id) "
+            "SELECT DISTINCT t, %s::timestamptz, %s, %s FROM unnest(%s::text[]) t",
+            (event_at, article_id, story_id, list(fingerprint.terms)),
+        )
+
+
+def _event_at(conn: psycopg.Connection[Any], published_at: datetime | None) -> datetime:
+    row = conn.execute(
+        "SELECT least(coalesce(%s::timestamptz, now()), now())", (published_at,)
+    ).fetchone()
+    assert row is not None
+    return row[0]  # type: ignore[no-any-return]
+
 
 def store_article(
-    conn: psycopg.Connection[Any], article: Article, source_id: int | None
+    conn: psycopg.Connection[Any],
+    article: Article,
+    source_id: int | None,
+    *,
+    fingerprint: Fingerprint | None = None,
+    story_window_days: float = DEFAULT_STORY_WINDOW_DAYS,
+    near_dup_min_words: int = DEFAULT_NEAR_DUP_MIN_WORDS,
 ) -> tuple[int, Outcome]:
     """Insert or update the article for its canonical URL; return (id, outcome).
 
-    Must run inside a transaction. Two advisory locks, always taken in this order, make
-    concurrent stores race-free: the canonical URL's (one row per URL) and the text hash's
-    (exactly one original per text, the earliest stored).
+    Must run inside a transaction. Advisory locks, always taken in this order, make
+    concurrent stores race-free: the canonical URL's (one row per URL), the text hash's
+    (one original per text), then the LSH band keys' and story terms' together, sorted (one
+    original per near-duplicate group; related articles stored at the same instant meet in
+    one story). Near-duplicates and stories are looked for only among articles whose
+    event_at lies within story_window_days of this one's.
     """
-    digest = content_hash(article.text)
+    fingerprint = fingerprint or fingerprint_article(article, near_dup_min_words)
+    story_window = timedelta(days=story_window_days)
+    digest = fingerprint.content_hash
     conn.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended('url:' || %s, 0))", (article.canonical_url,)
     )
     existing = conn.execute(
-        "SELECT id, content_hash, revision FROM articles WHERE canonical_url = %s FOR UPDATE",
+        "SELECT id, content_hash, revision, duplicate_of, event_at FROM articles "
+        "WHERE canonical_url = %s FOR UPDATE",
         (article.canonical_url,),
     ).fetchone()
     if existing is not None:
-        return _refresh_article(conn, article, digest, existing)
+        return _refresh_article(conn, article, fingerprint, existing)
     conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('text:' || %s, 0))", (digest,))
-    original = conn.execute(
+    _lock_keys(conn, fingerprint)
+    event_at = _event_at(conn, article.published_at)
+    match: _Match | None = None
+    exact = conn.execute(
         "SELECT coalesce(duplicate_of, id), story_id FROM articles WHERE content_hash = %s "
         "ORDER BY first_seen_at, id LIMIT 1",
         (digest,),
     ).fetchone()
-    if original is not None:
-        duplicate_of, story_id = int(original[0]), original[1]
-        if story_id is not None:
-            conn.execute("UPDATE stories SET last_seen_at = now() WHERE id = %s", (story_id,))
+    if exact is not None:
+        match = _Match(int(exact[0]), exact[1], "exact", 1.0)
     else:
-        duplicate_of = None
-        story_id = conn.execute(
-            "INSERT INTO stories (title) VALUES (%s) RETURNING id",
-            (article.title or article.canonical_url,),
-        ).fetchone()[0]  # type: ignore[index]
+        match = _find_near_duplicate(conn, fingerprint, event_at, story_window)
+    story_id = match.story_id if match is not None else None
+    if story_id is None:
+        story_id = _find_story(conn, fingerprint.terms, event_at, story_window)
+    if story_id is None:
+        story_id = _create_story(conn, article)
+    else:
+        conn.execute("UPDATE stories SET last_seen_at = now() WHERE id = %s", (story_id,))
     row = conn.execute(
         """
         INSERT INTO articles (source_id, url, canonical_url, title, author, published_at,
                               language, sitename, description, tags, image_url, text,
-                              word_count, content_hash, duplicate_of, story_id)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                              word_count, content_hash, duplicate_of, duplicate_kind,
+                              duplicate_similarity, story_id, story_terms, event_at)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
         RETURNING id
         """,
         (
@@ -578,21 +907,49 @@ def store_article(
             article.text,
             article.word_count,
             digest,
-            duplicate_of,
+            match.original_id if match else None,
+            match.kind if match else None,
+            match.similarity if match else None,
             story_id,
+            [] if match else list(fingerprint.terms),
+            event_at,
         ),
     ).fetchone()
     assert row is not None
-    return int(row[0]), "duplicate" if duplicate_of is not None else "stored"
+    article_id = int(row[0])
+    _index_article(conn, article_id, fingerprint, event_at, story_id, original=match is None)
+    return article_id, "duplicate" if match is not None else "stored"
+
+
+def _create_story(conn: psycopg.Connection[Any], article: Article) -> int:
+    row = conn.execute(
+        "INSERT INTO stories (title) VALUES (%s) RETURNING id",
+        (article.title or article.canonical_url,),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def _refresh_article(
-    conn: psycopg.Connection[Any], article: Article, digest: str, existing: tuple[Any, ...]
+    conn: psycopg.Connection[Any],
+    article: Article,
+    fingerprint: Fingerprint,
+    existing: tuple[Any, ...],
 ) -> tuple[int, Outcome]:
+    """A known canonical URL fetched again: keep the old text as a revision if it changed.
+
+    The row keeps its id, story and first_seen_at. Its band keys and terms are recomputed,
+    and it is never compared with itself: an original stays an original; a duplicate whose
+    new text no longer matches its original becomes an original (in the same story).
+    """
     article_id, old_hash, revision = int(existing[0]), existing[1], int(existing[2])
+    duplicate_of = existing[3]
+    digest = fingerprint.content_hash
     if old_hash == digest:
         conn.execute("UPDATE articles SET fetched_at = now() WHERE id = %s", (article_id,))
         return article_id, "unchanged"
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('text:' || %s, 0))", (digest,))
+    _lock_keys(conn, fingerprint)
     conn.execute(
         "INSERT INTO article_revisions "
         "(article_id, revision, title, text, content_hash, fetched_at) "
@@ -600,15 +957,36 @@ def _refresh_article(
         "ON CONFLICT (article_id, revision) DO NOTHING",
         (article_id,),
     )
-    conn.execute(
+    kind: str | None = None
+    score: float | None = None
+    if duplicate_of is not None:
+        original = conn.execute(
+            "SELECT content_hash, text, title FROM articles WHERE id = %s", (duplicate_of,)
+        ).fetchone()
+        if original is not None and original[0] == digest:
+            kind, score = "exact", 1.0
+        elif original is not None:
+            sim = similarity(
+                fingerprint.text.shingles, shingles(body_text(original[2], original[1]))
+            )
+            if is_near_duplicate(sim):
+                kind, score = "near", sim.jaccard
+        if kind is None:
+            duplicate_of = None
+    row = conn.execute(
         """
         UPDATE articles
            SET url = %s, title = coalesce(%s, title), author = coalesce(%s, author),
                published_at = coalesce(published_at, %s), language = coalesce(%s, language),
                sitename = coalesce(%s, sitename), description = coalesce(%s, description),
                tags = %s, image_url = coalesce(%s, image_url), text = %s, word_count = %s,
-               content_hash = %s, revision = %s, fetched_at = now(), updated_at = now()
+               content_hash = %s, revision = %s, duplicate_of = %s, duplicate_kind = %s,
+               duplicate_similarity = %s,
+               story_terms = CASE WHEN %s::bigint IS NULL THEN %s::text[] ELSE '{}' END,
+               event_at = coalesce(event_at, first_seen_at),
+               fetched_at = now(), updated_at = now()
          WHERE id = %s
+        RETURNING story_id, event_at
         """,
         (
             article.url,
@@ -624,7 +1002,14 @@ def _refresh_article(
             article.word_count,
             digest,
             revision + 1,
+            duplicate_of,
+            kind,
+            score,
+            duplicate_of,
+            list(fingerprint.terms),
             article_id,
         ),
-    )
+    ).fetchone()
+    assert row is not None
+    _index_article(conn, article_id, fingerprint, row[1], row[0], original=duplicate_of is None)
     return article_id, "updated"

@@ -122,9 +122,13 @@ def _give_up(
 
 @app.task(name="workers.housekeeping", ignore_result=True)
 def housekeeping() -> int:
-    """Close crawls whose worker vanished, so their sources can be crawled again."""
+    """Release crawls whose lease ran out (their worker vanished) so their sources can be
+    crawled again, and prune fetches rows past their retention."""
     with resources.pool.connection() as conn:
-        abandoned = store.abandon_stale_crawls(conn, timedelta(seconds=settings.crawl_stale_after))
+        abandoned = store.abandon_stale_crawls(conn, timedelta(seconds=settings.crawl_lease))
+        pruned = store.prune_fetches(conn, timedelta(days=settings.fetch_retention_days))
     if abandoned:
-        log.warning("abandoned stale crawls", crawls=abandoned)
+        log.warning("abandoned crawls whose lease expired", crawls=abandoned)
+    if pruned:
+        log.info("pruned old fetches rows", rows=pruned)
     return len(abandoned)
