@@ -58,6 +58,13 @@ class Article:
     tags: tuple[str, ...]
     image_url: str | None
     text: str
+    # Where each date came from: "feed", "metadata" (the page's meta tags, JSON-LD, <time>),
+    # "url" (a date in the URL) or "text" (found in the visible text): a consumer can tell
+    # a confident date from a guess.
+    published_source: str | None = None
+    modified_at: datetime | None = None
+    modified_source: str | None = None
+    authors: tuple[str, ...] = ()
 
     @property
     def word_count(self) -> int:
