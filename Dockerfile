@@ -10,6 +10,7 @@ RUN grep -vE '^(mypy|mypy_extensions|ruff|pytest|iniconfig|pluggy|pathspec|types
  && pip install --no-cache-dir -r /tmp/runtime.txt
 
 COPY pyproject.toml README.md schema.sql ./
+COPY migrations ./migrations
 COPY workers ./workers
 COPY schedules ./schedules
 # Editable install: schema.sql and schedules/ are read from /app at run time.

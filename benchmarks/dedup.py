@@ -189,7 +189,7 @@ def scratch_database() -> Iterator[str]:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
         with psycopg.connect(_url(name), autocommit=True) as conn:
-            store.apply_schema(conn)
+            store.migrate(conn)
         yield _url(name)
     finally:
         with psycopg.connect(SERVER_URL, autocommit=True) as admin:

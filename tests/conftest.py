@@ -80,8 +80,8 @@ def database() -> Iterator[str]:
     store.create_database(SERVER_URL, TEST_DB)
     url = _database_url(TEST_DB)
     with psycopg.connect(url, autocommit=True) as conn:
-        store.apply_schema(conn)
-        store.apply_schema(conn)
+        store.migrate(conn)
+        store.migrate(conn)
     yield url
     with psycopg.connect(SERVER_URL, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')

@@ -71,7 +71,7 @@ def test_every_table_view_and_column_is_commented(conn: Conn) -> None:
 
 
 def test_schema_reapplies_cleanly(conn: Conn) -> None:
-    store.apply_schema(conn)
+    store.migrate(conn)
     assert conn.execute("SELECT count(*) FROM sources").fetchone() == (0,)
 
 

@@ -78,7 +78,7 @@ def redact(url: str) -> str:
 
 @db_app.command("init")
 def db_init() -> None:
-    """Create the database if missing and apply schema.sql (safe to repeat)."""
+    """Create the database if missing, then create or upgrade its schema (safe to repeat)."""
     settings = settings_or_exit()
     parts = urlsplit(settings.database_url)
     dbname = parts.path.lstrip("/") or "newsagg"
@@ -90,8 +90,9 @@ def db_init() -> None:
         # Managed databases often forbid CREATE DATABASE; the target may exist anyway.
         err.print(f"[yellow]note:[/] could not check/create database {dbname}: {str(exc).strip()}")
     with connect(settings) as conn:
-        store.apply_schema(conn)
-    console.print(f"schema applied to [bold]{redact(settings.database_url)}[/]")
+        applied = store.migrate(conn)
+    done = f"migrations applied: {', '.join(map(str, applied))}" if applied else "up to date"
+    console.print(f"schema of [bold]{redact(settings.database_url)}[/]: {done}")
 
 
 # -- sources ----------------------------------------------------------------------------

@@ -143,12 +143,70 @@ def create_database(admin_url: str, dbname: str) -> bool:
         return True
 
 
-def apply_schema(conn: psycopg.Connection[Any], schema: str | None = None) -> None:
-    """Apply schema.sql in one transaction; an advisory lock serialises concurrent inits."""
-    text = schema if schema is not None else SCHEMA_FILE.read_text(encoding="utf-8")
+MIGRATIONS_DIR = SCHEMA_FILE.parent / "migrations"
+
+
+def schema_migrations_ddl() -> str:
+    """schema.sql's own statements that make the schema_migrations table: the runner makes
+    it in databases that predate migrations, from the same text."""
+    text = SCHEMA_FILE.read_text(encoding="utf-8")
+    start = text.index("CREATE TABLE IF NOT EXISTS schema_migrations")
+    return text[start : text.index("INSERT INTO schema_migrations", start)]
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+
+def list_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """migrations/NNNN_name.sql, in order."""
+    found = []
+    for path in sorted(directory.glob("[0-9][0-9][0-9][0-9]_*.sql")):
+        number, _, name = path.stem.partition("_")
+        found.append(Migration(int(number), name, path))
+    return found
+
+
+def migrate(conn: psycopg.Connection[Any], *, target: int | None = None) -> list[int]:
+    """Bring the database to the current schema; return the migrations applied.
+
+    An empty database gets schema.sql (which records every migration it contains); an
+    existing one gets the migrations it has not had, in order, each recorded. A database
+    from before migrations existed (no schema_migrations table) is taken to be at 0001.
+    All in one transaction under an advisory lock, so concurrent inits (a compose `init`
+    and a developer) serialise and a failing migration changes nothing. `target` stops at
+    a version (tests build old databases with it).
+    """
+    migrations = [m for m in list_migrations() if target is None or m.version <= target]
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('newsagg schema', 0))")
-        conn.execute(text.encode("utf-8"))
+        row = conn.execute(
+            "SELECT to_regclass('public.sources') IS NOT NULL, "
+            "to_regclass('public.schema_migrations') IS NOT NULL"
+        ).fetchone()
+        has_schema, has_versions = bool(row and row[0]), bool(row and row[1])
+        if not has_schema and target is None:
+            conn.execute(SCHEMA_FILE.read_bytes())
+            return [m.version for m in migrations]
+        if not has_versions:
+            conn.execute(schema_migrations_ddl().encode())
+            if has_schema:
+                conn.execute("INSERT INTO schema_migrations (version, name) VALUES (1, 'initial')")
+        done = {int(r[0]) for r in conn.execute("SELECT version FROM schema_migrations")}
+        applied = []
+        for migration in migrations:
+            if migration.version in done:
+                continue
+            conn.execute(migration.path.read_bytes())
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                (migration.version, migration.name),
+            )
+            applied.append(migration.version)
+        return applied
 
 
 # -- sources ----------------------------------------------------------------------------
@@ -888,8 +946,10 @@ def store_article(
         INSERT INTO articles (source_id, url, canonical_url, title, author, published_at,
                               language, sitename, description, tags, image_url, text,
                               word_count, content_hash, duplicate_of, duplicate_kind,
-                              duplicate_similarity, story_id, story_terms, event_at)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                              duplicate_similarity, story_id, story_terms, event_at,
+                              published_source, modified_at, modified_source, authors)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+                %s, %s, %s, %s)
         RETURNING id
         """,
         (
@@ -913,6 +973,10 @@ def store_article(
             story_id,
             [] if match else list(fingerprint.terms),
             event_at,
+            article.published_source if article.published_at else None,
+            article.modified_at,
+            article.modified_source if article.modified_at else None,
+            list(article.authors),
         ),
     ).fetchone()
     assert row is not None
@@ -984,6 +1048,12 @@ def _refresh_article(
                duplicate_similarity = %s,
                story_terms = CASE WHEN %s::bigint IS NULL THEN %s::text[] ELSE '{}' END,
                event_at = coalesce(event_at, first_seen_at),
+               published_source = CASE WHEN published_at IS NULL THEN %s
+                                       ELSE published_source END,
+               modified_at = coalesce(%s, modified_at),
+               modified_source = CASE WHEN %s::timestamptz IS NULL THEN modified_source
+                                      ELSE %s END,
+               authors = CASE WHEN cardinality(%s::text[]) > 0 THEN %s::text[] ELSE authors END,
                fetched_at = now(), updated_at = now()
          WHERE id = %s
         RETURNING story_id, event_at
@@ -1007,6 +1077,12 @@ def _refresh_article(
             score,
             duplicate_of,
             list(fingerprint.terms),
+            article.published_source if article.published_at else None,
+            article.modified_at,
+            article.modified_at,
+            article.modified_source,
+            list(article.authors),
+            list(article.authors),
             article_id,
         ),
     ).fetchone()
