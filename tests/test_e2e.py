@@ -50,6 +50,9 @@ def test_crawl_wait_stores_every_article_and_failure(
     status = newsagg("status")
     for site in sites:
         assert site.name in status.stdout
+    for column in ("health", "interval", "next crawl", "last crawl", "result", "24 h"):
+        assert column in status.stdout
+    assert "finished:" in status.stdout and " ok " in status.stdout
     # a second crawl finds nothing new and stores nothing twice
     newsagg("crawl", sites[0].name, "--wait", "--timeout", "60", timeout=90)
     assert set(articles_by_url(conn)) == expected
