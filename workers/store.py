@@ -948,41 +948,52 @@ def store_article(
                               word_count, content_hash, duplicate_of, duplicate_kind,
                               duplicate_similarity, story_id, story_terms, event_at,
                               published_source, modified_at, modified_source, authors)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                %s, %s, %s, %s)
+        VALUES (%(source_id)s, %(url)s, %(canonical_url)s, %(title)s, %(author)s,
+                %(published_at)s, %(language)s, %(sitename)s, %(description)s, %(tags)s,
+                %(image_url)s, %(text)s, %(word_count)s, %(content_hash)s, %(duplicate_of)s,
+                %(duplicate_kind)s, %(duplicate_similarity)s, %(story_id)s, %(story_terms)s,
+                %(event_at)s, %(published_source)s, %(modified_at)s, %(modified_source)s,
+                %(authors)s)
         RETURNING id
         """,
-        (
-            source_id,
-            article.url,
-            article.canonical_url,
-            article.title,
-            article.author,
-            article.published_at,
-            article.language,
-            article.sitename,
-            article.description,
-            list(article.tags),
-            article.image_url,
-            article.text,
-            article.word_count,
-            digest,
-            match.original_id if match else None,
-            match.kind if match else None,
-            match.similarity if match else None,
-            story_id,
-            [] if match else list(fingerprint.terms),
-            event_at,
-            article.published_source if article.published_at else None,
-            article.modified_at,
-            article.modified_source if article.modified_at else None,
-            list(article.authors),
-        ),
+        {
+            **article_values(article, digest),
+            "source_id": source_id,
+            "duplicate_of": match.original_id if match else None,
+            "duplicate_kind": match.kind if match else None,
+            "duplicate_similarity": match.similarity if match else None,
+            "story_id": story_id,
+            "story_terms": [] if match else list(fingerprint.terms),
+            "event_at": event_at,
+        },
     ).fetchone()
     assert row is not None
     article_id = int(row[0])
     _index_article(conn, article_id, fingerprint, event_at, story_id, original=match is None)
     return article_id, "duplicate" if match is not None else "stored"
+
+
+def article_values(article: Article, digest: str) -> dict[str, Any]:
+    """The columns an extracted article provides, as named query parameters."""
+    return {
+        "url": article.url,
+        "canonical_url": article.canonical_url,
+        "title": article.title,
+        "author": article.author,
+        "published_at": article.published_at,
+        "language": article.language,
+        "sitename": article.sitename,
+        "description": article.description,
+        "tags": list(article.tags),
+        "image_url": article.image_url,
+        "text": article.text,
+        "word_count": article.word_count,
+        "content_hash": digest,
+        "published_source": article.published_source if article.published_at else None,
+        "modified_at": article.modified_at,
+        "modified_source": article.modified_source if article.modified_at else None,
+        "authors": list(article.authors),
+    }
 
 
 def _create_story(conn: psycopg.Connection[Any], article: Article) -> int:
@@ -1040,51 +1051,40 @@ def _refresh_article(
     row = conn.execute(
         """
         UPDATE articles
-           SET url = %s, title = coalesce(%s, title), author = coalesce(%s, author),
-               published_at = coalesce(published_at, %s), language = coalesce(%s, language),
-               sitename = coalesce(%s, sitename), description = coalesce(%s, description),
-               tags = %s, image_url = coalesce(%s, image_url), text = %s, word_count = %s,
-               content_hash = %s, revision = %s, duplicate_of = %s, duplicate_kind = %s,
-               duplicate_similarity = %s,
-               story_terms = CASE WHEN %s::bigint IS NULL THEN %s::text[] ELSE '{}' END,
-               event_at = coalesce(event_at, first_seen_at),
-               published_source = CASE WHEN published_at IS NULL THEN %s
+           SET url = %(url)s, title = coalesce(%(title)s, title),
+               author = coalesce(%(author)s, author),
+               published_at = coalesce(published_at, %(published_at)s),
+               published_source = CASE WHEN published_at IS NULL THEN %(published_source)s
                                        ELSE published_source END,
-               modified_at = coalesce(%s, modified_at),
-               modified_source = CASE WHEN %s::timestamptz IS NULL THEN modified_source
-                                      ELSE %s END,
-               authors = CASE WHEN cardinality(%s::text[]) > 0 THEN %s::text[] ELSE authors END,
+               modified_at = coalesce(%(modified_at)s, modified_at),
+               modified_source = CASE WHEN %(modified_at)s::timestamptz IS NULL
+                                      THEN modified_source ELSE %(modified_source)s END,
+               authors = CASE WHEN cardinality(%(authors)s::text[]) > 0 THEN %(authors)s::text[]
+                              ELSE authors END,
+               language = coalesce(%(language)s, language),
+               sitename = coalesce(%(sitename)s, sitename),
+               description = coalesce(%(description)s, description),
+               tags = %(tags)s, image_url = coalesce(%(image_url)s, image_url),
+               text = %(text)s, word_count = %(word_count)s, content_hash = %(content_hash)s,
+               revision = %(revision)s, duplicate_of = %(duplicate_of)s,
+               duplicate_kind = %(duplicate_kind)s,
+               duplicate_similarity = %(duplicate_similarity)s,
+               story_terms = CASE WHEN %(duplicate_of)s::bigint IS NULL
+                                  THEN %(story_terms)s::text[] ELSE '{}' END,
+               event_at = coalesce(event_at, first_seen_at),
                fetched_at = now(), updated_at = now()
-         WHERE id = %s
+         WHERE id = %(id)s
         RETURNING story_id, event_at
         """,
-        (
-            article.url,
-            article.title,
-            article.author,
-            article.published_at,
-            article.language,
-            article.sitename,
-            article.description,
-            list(article.tags),
-            article.image_url,
-            article.text,
-            article.word_count,
-            digest,
-            revision + 1,
-            duplicate_of,
-            kind,
-            score,
-            duplicate_of,
-            list(fingerprint.terms),
-            article.published_source if article.published_at else None,
-            article.modified_at,
-            article.modified_at,
-            article.modified_source,
-            list(article.authors),
-            list(article.authors),
-            article_id,
-        ),
+        {
+            **article_values(article, digest),
+            "revision": revision + 1,
+            "duplicate_of": duplicate_of,
+            "duplicate_kind": kind,
+            "duplicate_similarity": score,
+            "story_terms": list(fingerprint.terms),
+            "id": article_id,
+        },
     ).fetchone()
     assert row is not None
     _index_article(conn, article_id, fingerprint, row[1], row[0], original=duplicate_of is None)
