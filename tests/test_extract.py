@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import gzip
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from lxml import etree
 
 from tests.conftest import CORPUS
 from workers.extract import (
     EmptyExtraction,
     FeedHints,
+    SourcedDate,
     choose_published,
     clean_title,
     detect_language,
     extract_article,
+    find_country_offset,
+    find_url_date,
+    load_tree,
     parse_page_date,
     resolve_canonical,
+    run_trafilatura,
+    split_authors,
     split_tags,
 )
 
@@ -67,6 +74,8 @@ def test_extract_real_news_page() -> None:
     assert article.title == EXPECTED["aclu"]["title"]
     assert article.author == "Daniel Kahn Gillmor"
     assert article.published_at == datetime(2018, 4, 5, tzinfo=UTC)
+    assert article.published_source == "metadata"
+    assert article.authors == ("Daniel Kahn Gillmor",)
     assert article.sitename == "American Civil Liberties Union"
     assert article.language == "en"
     assert article.text.startswith("Facebook")
@@ -84,6 +93,8 @@ def test_page_time_kept_when_present() -> None:
     article = extract_article(page("bbc-1"), "https://www.bbc.com/news/world-us-canada-33646542")
     assert article.published_at is not None
     assert article.published_at.astimezone(UTC).hour == 4  # 05:36:09+01:00
+    assert article.published_at.utcoffset() == timedelta(hours=1)  # the page's own offset
+    assert article.published_source == "metadata"
     assert article.sitename == "BBC News"
 
 
@@ -99,7 +110,10 @@ def test_feed_hints_fill_gaps() -> None:
     article = extract_article(html, "https://coast.example/harbour", hints)
     assert article.title == "Harbour reopens | Coast Times" or article.title == "Harbour reopens"
     assert article.author == "Jane Doe"
+    assert article.authors == ("Jane Doe",)
     assert article.published_at == hints.published_at
+    assert article.published_source == "feed"
+    assert article.modified_at is None
     assert article.language == "en"
 
 
@@ -112,12 +126,16 @@ def test_empty_and_boilerplate_pages() -> None:
 
 
 def test_choose_published() -> None:
-    page_day = datetime(2024, 5, 17, tzinfo=UTC)
+    now = datetime(2024, 6, 1, tzinfo=UTC)
+    page_day = SourcedDate(datetime(2024, 5, 17, tzinfo=UTC), "metadata")
     feed_time = datetime(2024, 5, 17, 14, 5, tzinfo=UTC)
-    assert choose_published(page_day, feed_time) == feed_time
-    assert choose_published(page_day, datetime(2023, 1, 1, tzinfo=UTC)) == page_day
-    assert choose_published(None, feed_time) == feed_time
-    assert choose_published(page_day, None) == page_day
+    assert choose_published(page_day, feed_time, now) == SourcedDate(feed_time, "feed")
+    assert choose_published(page_day, datetime(2023, 1, 1, tzinfo=UTC), now) == page_day
+    assert choose_published(None, feed_time, now) == SourcedDate(feed_time, "feed")
+    assert choose_published(page_day, None, now) == page_day
+    # An implausible feed date is no date.
+    assert choose_published(page_day, datetime(2024, 7, 1, tzinfo=UTC), now) == page_day
+    assert choose_published(None, datetime(1990, 1, 1, tzinfo=UTC), now) is None
 
 
 def test_parse_page_date() -> None:
@@ -148,3 +166,219 @@ def test_split_tags() -> None:
         "New Zealand",
         "Environment",
     )
+
+
+# Synthetic pages: the only dates in them are the ones a test puts there.
+BODY = "<p>" + "A long paragraph about the harbour reopening after the storm. " * 10 + "</p>"
+NOW = datetime(2024, 6, 1, 12, tzinfo=UTC)
+
+
+def synthetic(head: str = "", body: str = "") -> str:
+    return (
+        f"<html><head><title>Harbour reopens</title>{head}</head>"
+        f"<body><article>{body}{BODY}</article></body></html>"
+    )
+
+
+def meta(prop: str, value: str) -> str:
+    return f'<meta property="{prop}" content="{value}">'
+
+
+def test_published_from_feed_keeps_the_page_zone() -> None:
+    html = synthetic(meta("article:published_time", "2024-05-17T00:00:00+02:00"))
+    feed = datetime(2024, 5, 17, 6, 30, tzinfo=UTC)
+    article = extract_article(html, "https://coast.example/harbour", FeedHints(None, feed), now=NOW)
+    assert article.published_source == "feed"
+    assert article.published_at == feed
+    assert article.published_at.utcoffset() == timedelta(hours=2)
+    # A feed date more than a day away from the page's loses to the page.
+    far = FeedHints(None, datetime(2024, 5, 10, tzinfo=UTC))
+    article = extract_article(html, "https://coast.example/harbour", far, now=NOW)
+    assert article.published_source == "metadata"
+
+
+def test_published_from_url() -> None:
+    article = extract_article(synthetic(), "https://coast.example/2024/05/17/harbour", now=NOW)
+    assert article.published_at == datetime(2024, 5, 17, tzinfo=UTC)
+    assert article.published_source == "url"
+
+
+def test_published_from_text() -> None:
+    html = synthetic(body="<div>Posted on Friday, May 17, 2024 by staff</div>")
+    article = extract_article(html, "https://coast.example/harbour", now=NOW)
+    assert article.published_at == datetime(2024, 5, 17, tzinfo=UTC)
+    assert article.published_source == "text"
+
+
+@pytest.mark.parametrize("footer", ["", "<footer>© 2023 Coast Times</footer>"])
+def test_no_date_anywhere(footer: str) -> None:
+    # A bare year (htmldate's copyright guess, as 1 January) is not a publication day.
+    html = synthetic(body=footer)
+    article = extract_article(html, "https://coast.example/harbour", now=NOW)
+    assert article.published_at is None
+    assert article.published_source is None
+
+
+@pytest.mark.parametrize("implausible", ["2024-06-03T10:00:00+00:00", "1990-01-01T10:00:00+00:00"])
+def test_implausible_page_date_falls_back(implausible: str) -> None:
+    html = synthetic(meta("article:published_time", implausible))
+    article = extract_article(html, "https://coast.example/2024/05/17/harbour", now=NOW)
+    assert article.published_at == datetime(2024, 5, 17, tzinfo=UTC)
+    assert article.published_source == "url"
+
+
+def test_future_bound_follows_now() -> None:
+    html = synthetic(meta("article:published_time", "2024-06-02T08:00:00+00:00"))
+    # Less than a day ahead of the clock is a clock difference, not a future date.
+    article = extract_article(html, "https://coast.example/harbour", now=NOW)
+    assert article.published_at == datetime(2024, 6, 2, 8, tzinfo=UTC)
+    earlier = extract_article(html, "https://coast.example/harbour", now=NOW - timedelta(days=2))
+    assert earlier.published_at is None
+
+
+def test_implausible_feed_date_is_dropped() -> None:
+    hints = FeedHints(None, datetime(2030, 1, 1, tzinfo=UTC))
+    article = extract_article(synthetic(), "https://coast.example/harbour", hints, now=NOW)
+    assert article.published_at is None
+
+
+def test_modified_kept_apart_from_published() -> None:
+    published = meta("article:published_time", "2024-05-16T08:00:00+02:00")
+    html = synthetic(published + meta("article:modified_time", "2024-05-18T09:30:00+02:00"))
+    article = extract_article(html, "https://coast.example/harbour", now=NOW)
+    assert article.published_at == datetime.fromisoformat("2024-05-16T08:00:00+02:00")
+    assert article.published_source == "metadata"
+    assert article.modified_at == datetime.fromisoformat("2024-05-18T09:30:00+02:00")
+    assert article.modified_source == "metadata"
+    # A modified date equal to or before the publication date is not kept.
+    for value in ("2024-05-16T08:00:00+02:00", "2024-05-15T09:30:00+02:00"):
+        html = synthetic(published + meta("article:modified_time", value))
+        article = extract_article(html, "https://coast.example/harbour", now=NOW)
+        assert article.modified_at is None
+        assert article.modified_source is None
+
+
+def test_modified_on_real_page() -> None:
+    article = extract_article(page("aktualne"), "https://zpravy.aktualne.cz/a", now=NOW)
+    assert article.published_at == datetime.fromisoformat("2021-11-01T10:52:50+01:00")
+    assert article.modified_at == datetime.fromisoformat("2021-11-01T12:34:23+01:00")
+
+
+def test_utc_timestamp_shown_in_the_offset_the_page_states() -> None:
+    html = synthetic(
+        meta("article:published_time", "2024-05-16T23:30:00Z"),
+        "<p>Updated 2024-05-17T10:00:00+02:00</p>",
+    )
+    article = extract_article(html, "https://coast.example/harbour", now=NOW)
+    assert article.published_at == datetime(2024, 5, 16, 23, 30, tzinfo=UTC)  # same instant
+    assert article.published_at.date().isoformat() == "2024-05-17"  # the publisher's day
+
+
+def test_utc_timestamp_shown_in_the_country_zone() -> None:
+    html = synthetic(meta("article:published_time", "2023-12-05T23:15:00Z"))
+    article = extract_article(html, "https://www.gazzetta.example.it/a", now=NOW)
+    assert article.published_at == datetime(2023, 12, 5, 23, 15, tzinfo=UTC)
+    assert article.published_at.utcoffset() == timedelta(hours=1)
+    # A page without a country-code domain stays in UTC.
+    article = extract_article(html, "https://gazzetta.example.com/a", now=NOW)
+    assert article.published_at.utcoffset() == timedelta(0)
+
+
+DATES = json.loads((CORPUS / "dates" / "groundtruth.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("url", "offset"),
+    [
+        # JSON-LD says 02:54Z; the page writes its schedule in -0400: 1 May, 22:54 in New York.
+        ("https://abc7ny.com/traffic/penn-station-to-close-overnight-for-cleaning/6144149/", -4),
+        # "2020-12-05T23:15:0Z" on an Italian site, no offset written: 6 December, 00:15 in Rome.
+        (
+            "https://www.lagazzettadelmezzogiorno.it/news/mondo/1265473/"
+            "california-certifica-voto-biden-oltre-quorum-270-elettori.html",
+            1,
+        ),
+    ],
+)
+def test_utc_timestamps_on_real_pages(url: str, offset: int) -> None:
+    raw = gzip.decompress((CORPUS / "dates" / DATES[url]["file"]).read_bytes())
+    article = extract_article(raw.decode("utf-8", "replace"), url)
+    assert article.published_source == "metadata"
+    assert article.published_at is not None
+    assert article.published_at.utcoffset() == timedelta(hours=offset)
+    assert article.published_at.date().isoformat() == DATES[url]["date"]
+
+
+def test_find_country_offset() -> None:
+    winter, summer = datetime(2024, 1, 15, tzinfo=UTC), datetime(2024, 7, 15, tzinfo=UTC)
+    assert find_country_offset("www.corriere.it", winter) == timezone(timedelta(hours=1))
+    assert find_country_offset("www.bbc.co.uk", summer) == timezone(timedelta(hours=1))
+    assert find_country_offset("www.spiegel.de", summer) == timezone(timedelta(hours=2))
+    # Countries whose zones disagree, and generic domains, have no single offset.
+    assert find_country_offset("www.abc.net.au", winter) is None
+    assert find_country_offset("www.elpais.es", winter) is None
+    assert find_country_offset("www.example.com", winter) is None
+    assert find_country_offset(None, winter) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://example.com/2024/05/17/harbour", datetime(2024, 5, 17, tzinfo=UTC)),
+        ("https://example.com/news/2024-05-17-harbour.html", datetime(2024, 5, 17, tzinfo=UTC)),
+        ("https://example.com/news/20240517/harbour", datetime(2024, 5, 17, tzinfo=UTC)),
+        ("https://example.com/a/harbour-20240517-abc", datetime(2024, 5, 17, tzinfo=UTC)),
+        ("https://example.com/story/2024051712345", None),  # an id, not a date
+        ("https://example.com/2024/13/45/harbour", None),
+        ("https://example.com/2030/05/17/harbour", None),  # in the future
+        ("https://example.com/a?date=2024-05-17", None),  # only the path is read
+    ],
+)
+def test_find_url_date(url: str, expected: datetime | None) -> None:
+    assert find_url_date(url, NOW) == expected
+
+
+@pytest.mark.parametrize(
+    ("byline", "expected"),
+    [
+        ("Jane Doe", ("Jane Doe",)),
+        ("Jane Doe; John Roe", ("Jane Doe", "John Roe")),
+        ("Ana Lima, Bo Chen and Cy Diaz", ("Ana Lima", "Bo Chen", "Cy Diaz")),
+        ("By Jane Doe and John Roe", ("Jane Doe", "John Roe")),
+        ("by Jane Doe & John Roe", ("Jane Doe", "John Roe")),
+        ("Smith, John", ("Smith, John",)),
+        ("Harm; Robert", ("Harm, Robert",)),  # trafilatura's form of "Harm, Robert"
+        ("Mac & i", ("Mac & i",)),
+        ("Brenda Goodman, MA", ("Brenda Goodman, MA",)),
+        ("Martin Luther King, Jr.", ("Martin Luther King, Jr.",)),
+        ("Grant Tinsley; PhD", ("Grant Tinsley, PhD",)),
+        ("Jeffrey Gettleman; JEFFREY GETTLEMAN", ("Jeffrey Gettleman",)),
+        ("AFP; The Local", ("AFP", "The Local")),
+        ("  ", ()),
+        (None, ()),
+    ],
+)
+def test_split_authors(byline: str | None, expected: tuple[str, ...]) -> None:
+    assert split_authors(byline) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "authors"),
+    [
+        ("schema-org-context-object", ("Stella Kim", "Jennifer Jett")),
+        ("nytimes-1", ("Jeffrey Gettleman",)),  # trafilatura: "Jeffrey Gettleman; JEFFREY …"
+        ("webmd-1", ("Brenda Goodman, MA",)),
+    ],
+)
+def test_authors_on_real_pages(name: str, authors: tuple[str, ...]) -> None:
+    article = extract_article(page(name), f"https://example.com/{name}")
+    assert article.authors == authors
+    assert article.author == "; ".join(authors)
+
+
+def test_trafilatura_leaves_the_tree_intact() -> None:
+    """extract_article hands htmldate the tree trafilatura has already walked."""
+    tree = load_tree(page("bbc-1"), 100_000, 200)
+    before = etree.tostring(tree)
+    run_trafilatura(tree, "https://www.bbc.com/news/world-us-canada-33646542")
+    assert etree.tostring(tree) == before

@@ -5,18 +5,41 @@ Rules where the page and the feed disagree:
 - title: the page's headline (without the site-name suffix), else the feed's;
 - published_at: the feed's timestamp when it falls within a day of the page's date (pages
   often state only the day, feeds the minute), else the page's date, else the feed's;
-- author: the page's byline, else the feed's.
+- author: the page's byline, else the feed's; `authors` splits it into names.
+
+`published_source` says where published_at came from. The page's date is the first found of:
+1. "metadata": the page's markup (meta tags, JSON-LD, <time datetime>, date-classed
+   elements), i.e. htmldate without its extensive search;
+2. "url": a full date in the URL's path (/2024/05/17/, 2024-05-17, /20240517/);
+3. "text": htmldate's extensive search of the visible text, the least reliable (a bare year,
+   such as a copyright line, is not taken for a day).
+"feed" is the feed's timestamp, when it wins by the rule above (shown in the page's zone).
+
+`modified_at` ("metadata" only: the visible text is too noisy) is the page's last-modified
+date (htmldate with original_date=False), kept only when it is later than published_at.
+
+Plausible dates only: one before 1995-01-01 (no news site existed) or more than a day ahead
+of the clock (`now`) is dropped, from any source, and the next source is used instead.
+
+Each datetime keeps the offset the page gives (Postgres stores the instant; the day in the
+publisher's zone is what readers call the date). A page that states its time in UTC is shown
+in the offset it writes elsewhere, else in its country-code domain's zone (see localise_utc).
 """
 
 from __future__ import annotations
 
 import re
+import zoneinfo
+from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from functools import cache
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import py3langid
+from htmldate import find_date
 from lxml import etree
 from lxml.html import HtmlElement
 from trafilatura import bare_extraction
@@ -32,6 +55,34 @@ _HTML_LANG = re.compile(
 _NON_WORD = re.compile(r"[\W_]+")
 # Only these date formats are asked of htmldate; a time part is present when the page has one.
 _DATE_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+# How htmldate prints a zone the page states as UTC ("Z", "+00:00"); a date the page gives
+# without a zone is printed without one.
+_STATED_UTC = "+0000"
+# How htmldate gives a date of which it knows only the month, or only the year (no zone).
+_MONTH_START, _YEAR_START = "-01T00:00:00", "-01-01T00:00:00"
+# No news site existed before 1995 (htmldate's own floor too).
+EARLIEST_DATE = datetime(1995, 1, 1, tzinfo=UTC)
+# A day-only date is midnight in an unknown zone, and publishers' clocks drift: a day of slack.
+FUTURE_SLACK = timedelta(days=1)
+_NO_BOUND = timedelta(days=100 * 365)
+# A date in a URL's path: /2024/05/17/, 2024-5-17, 2024_05_17.
+_URL_DATE = re.compile(r"(?<![0-9])((?:19|20)[0-9]{2})[/_-]([01]?[0-9])[/_-]([0-3]?[0-9])(?![0-9])")
+# Compact dates only between separators: a longer number is an article id, not a date.
+_URL_COMPACT_DATE = re.compile(
+    r"(?<=[/_-])((?:19|20)[0-9]{2})(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])(?=[/_.-]|$)"
+)
+# A UTC offset written after a time: "2024-05-17T10:00:00+02:00", "17 May 2024 10:00:00 -0400".
+_STATED_OFFSET = re.compile(
+    r"[0-9]:[0-5][0-9]:[0-5][0-9](?:[.,][0-9]+)? ?([+-](?:0[0-9]|1[0-4]):?[0-5][0-9])(?![0-9:])"
+)
+_MIN_OFFSET, _MAX_OFFSET = timedelta(hours=-12), timedelta(hours=14)
+# "By Jane Doe", "Written by Jane Doe".
+_BYLINE_PREFIX = re.compile(r"^(?:(?:written|words|story|text|reporting)\s+)?by\s+", re.I)
+_AUTHOR_SEPARATORS = re.compile(r"\s*[;,]\s*|\s+(?:and|&)\s+", re.I)
+# What follows a name after a comma without being one: "Jane Doe, PhD", "John Roe, Jr.".
+_NAME_SUFFIX = re.compile(
+    r"(?:jr|sr|ii|iii|iv|ph\.?d|m\.?d|ma|mba|mph|msc?|bsc|rn|dds|jd|cpa|esq)\.?", re.I
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +208,7 @@ def _rejoin(title: str, parts: list[str]) -> str:
 
 
 def parse_page_date(value: str | None) -> datetime | None:
-    """trafilatura's date string → aware datetime (UTC when the page gives no zone)."""
+    """htmldate's date string → aware datetime (UTC when the page gives no zone)."""
     if not value:
         return None
     for fmt in (_DATE_FORMAT, "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"):
@@ -171,13 +222,224 @@ def parse_page_date(value: str | None) -> datetime | None:
     return None
 
 
-def choose_published(page: datetime | None, feed: datetime | None) -> datetime | None:
-    """The rule in the module docstring: prefer the feed's precise time when it agrees."""
-    if page is None:
-        return feed
-    if feed is None:
+@dataclass(frozen=True, slots=True)
+class SourcedDate:
+    """A date and where it was found: "feed", "metadata", "url" or "text"."""
+
+    at: datetime
+    source: str
+
+
+def is_plausible_date(value: datetime, now: datetime) -> bool:
+    """Not before the first news sites, not more than a day ahead of the clock.
+
+    >>> now = datetime(2024, 5, 17, 12, tzinfo=UTC)
+    >>> is_plausible_date(datetime(2024, 5, 18, 6, tzinfo=UTC), now)
+    True
+    >>> is_plausible_date(datetime(2024, 6, 1, tzinfo=UTC), now)
+    False
+    >>> is_plausible_date(datetime(1994, 12, 31, tzinfo=UTC), now)
+    False
+    """
+    return EARLIEST_DATE <= value <= now + FUTURE_SLACK
+
+
+def run_htmldate(
+    tree: HtmlElement, now: datetime, *, extensive: bool, original: bool
+) -> str | None:
+    """htmldate on the page's markup (not its URL), within the plausible window.
+
+    The window is given to htmldate, so that it skips an implausible candidate and keeps
+    looking instead of returning it.
+    """
+    latest = now + FUTURE_SLACK
+    found = _find_date_before(tree, latest, extensive=extensive, original=original)
+    if (
+        found is not None
+        and found.endswith(_MONTH_START)
+        and found[:7] == f"{latest.astimezone(UTC):%Y-%m}"
+    ):
+        # Given a date past max_date, htmldate falls back to the 1st of its month (2024-06-03
+        # → 2024-06-01), which can only pass in max_date's own month: when the page's date
+        # without the bound is later that month, the page gave a future date, not this one.
+        unbounded = _find_date_before(tree, now + _NO_BOUND, extensive=extensive, original=original)
+        if unbounded is not None and unbounded != found and unbounded[:7] == found[:7]:
+            return None
+    return found
+
+
+def _find_date_before(
+    tree: HtmlElement, latest: datetime, *, extensive: bool, original: bool
+) -> str | None:
+    # url="" keeps htmldate from reading the URL or the canonical link: a source of its own here.
+    # htmldate compares naive datetimes; a bound at the end of the day stays the same from page
+    # to page, which keeps htmldate's caches useful (its own default does the same).
+    end_of_day = latest.astimezone(UTC).replace(tzinfo=None, hour=23, minute=59, second=59)
+    found = find_date(
+        tree,
+        extensive_search=extensive,
+        original_date=original,
+        outputformat=_DATE_FORMAT,
+        url="",
+        min_date=EARLIEST_DATE.replace(tzinfo=None),
+        max_date=end_of_day.replace(microsecond=0),
+    )
+    return str(found) if found else None
+
+
+def read_page_date(
+    found: str | None, html: str, host: str | None, now: datetime, after: datetime | None = None
+) -> datetime | None:
+    """htmldate's answer → a plausible datetime (later than `after` when given), a stated UTC
+    shown in the publisher's zone."""
+    parsed = parse_page_date(found)
+    if found is None or parsed is None or not is_plausible_date(parsed, now):
+        return None
+    if after is not None and parsed <= after:
+        return None
+    return localise_utc(parsed, html, host) if found.endswith(_STATED_UTC) else parsed
+
+
+def find_url_date(url: str, now: datetime) -> datetime | None:
+    """A full date in the URL's path (/2024/05/17/, 2024-05-17, /20240517/), at 00:00 UTC.
+
+    >>> now = datetime(2025, 1, 1, tzinfo=UTC)
+    >>> find_url_date("https://example.com/2024/05/17/harbour", now)
+    datetime.datetime(2024, 5, 17, 0, 0, tzinfo=datetime.timezone.utc)
+    >>> find_url_date("https://example.com/news/20240517/harbour", now).day
+    17
+    >>> find_url_date("https://example.com/story/2024051712345", now) is None
+    True
+    """
+    path = urlsplit(url).path
+    for pattern in (_URL_DATE, _URL_COMPACT_DATE):
+        for match in pattern.finditer(path):
+            try:
+                found = datetime(int(match[1]), int(match[2]), int(match[3]), tzinfo=UTC)
+            except ValueError:
+                continue
+            if is_plausible_date(found, now):
+                return found
+    return None
+
+
+def find_stated_offset(html: str) -> timezone | None:
+    """The non-zero UTC offset the page writes most often after a time, if any.
+
+    >>> find_stated_offset('"datePublished": "2024-05-17T09:00:00+02:00"')
+    datetime.timezone(datetime.timedelta(seconds=7200))
+    >>> find_stated_offset('<meta content="2024-05-17T07:00:00Z">') is None
+    True
+    """
+    offsets = Counter(match[1] for match in _STATED_OFFSET.finditer(html))
+    for text, _count in offsets.most_common():
+        sign = -1 if text.startswith("-") else 1
+        digits = text[1:].replace(":", "")
+        offset = sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+        if offset and _MIN_OFFSET <= offset <= _MAX_OFFSET:
+            return timezone(offset)
+    return None
+
+
+@cache
+def _country_zones() -> dict[str, tuple[str, ...]]:
+    """ISO country code → its tz database zones, from the system's zone.tab (empty if none)."""
+    for base in zoneinfo.TZPATH:
+        path = Path(base) / "zone.tab"
+        if not path.is_file():
+            continue
+        zones: dict[str, list[str]] = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            fields = line.split("\t")
+            if len(fields) >= 3 and not line.startswith("#"):
+                zones.setdefault(fields[0].lower(), []).append(fields[2])
+        return {code: tuple(names) for code, names in zones.items()}
+    return {}
+
+
+def find_country_offset(host: str | None, at: datetime) -> timezone | None:
+    """The UTC offset at `at` of the country of the host's country-code domain, when all of
+    that country's zones agree on it (Italy, Germany; not Spain, Brazil or Canada)."""
+    label = (host or "").rstrip(".").rsplit(".", 1)[-1].lower()
+    names = _country_zones().get("gb" if label == "uk" else label, ())
+    try:
+        offsets = {at.astimezone(zoneinfo.ZoneInfo(name)).utcoffset() for name in names}
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None
+    offset = offsets.pop() if len(offsets) == 1 else None
+    return timezone(offset) if offset is not None else None
+
+
+def localise_utc(value: datetime, html: str, host: str | None) -> datetime:
+    """A timestamp the page states in UTC, shown in the publisher's zone (same instant).
+
+    A CMS often writes UTC while readers see the local day: 23:15Z on an Italian site is
+    published the next day. The zone is the offset the page itself writes elsewhere, else that
+    of the country of a country-code domain; otherwise the value stays in UTC.
+    """
+    offset = find_stated_offset(html) or find_country_offset(host, value)
+    return value.astimezone(offset) if offset is not None else value
+
+
+def find_page_published(
+    tree: HtmlElement, html: str, url: str, now: datetime
+) -> SourcedDate | None:
+    """The page's publication date, by the order in the module docstring."""
+    host = urlsplit(url).hostname
+    metadata = read_page_date(
+        run_htmldate(tree, now, extensive=False, original=True), html, host, now
+    )
+    if metadata is not None:
+        return SourcedDate(metadata, "metadata")
+    in_url = find_url_date(url, now)
+    if in_url is not None:
+        return SourcedDate(in_url, "url")
+    # In the visible text the latest date is taken: a story mentions past events far more often
+    # than later ones, so the earliest date is often one of them (a founding year, an old case).
+    found = run_htmldate(tree, now, extensive=True, original=False)
+    if found is not None and found.endswith(_YEAR_START):
+        # 1 January is how htmldate gives a bare year (a copyright line, its last resort): a
+        # year is not a publication day.
+        return None
+    text = read_page_date(found, html, host, now)
+    return SourcedDate(text, "text") if text is not None else None
+
+
+def find_page_modified(
+    tree: HtmlElement, html: str, url: str, published: SourcedDate | None, now: datetime
+) -> SourcedDate | None:
+    """The page's last-modified date from its markup, when it is later than published.
+
+    The visible text is not searched: its latest date is as often a "today" header or a
+    related story as an update of this one.
+    """
+    found = read_page_date(
+        run_htmldate(tree, now, extensive=False, original=False),
+        html,
+        urlsplit(url).hostname,
+        now,
+        after=published.at if published else None,
+    )
+    return SourcedDate(found, "metadata") if found is not None else None
+
+
+def choose_published(
+    page: SourcedDate | None, feed: datetime | None, now: datetime
+) -> SourcedDate | None:
+    """The rule in the module docstring: prefer the feed's precise time when it agrees.
+
+    An implausible feed date is ignored. The feed's instant is shown in the page's zone when
+    the page states one (feeds mostly give UTC).
+    """
+    if feed is not None and feed.tzinfo is None:
+        feed = feed.replace(tzinfo=UTC)
+    if feed is None or not is_plausible_date(feed, now):
         return page
-    return feed if abs(feed - page) <= timedelta(days=1) else page
+    if page is None:
+        return SourcedDate(feed, "feed")
+    if abs(feed - page.at) > timedelta(days=1):
+        return page
+    return SourcedDate(feed.astimezone(page.at.tzinfo) if page.at.utcoffset() else feed, "feed")
 
 
 def detect_language(html: str, text: str) -> str | None:
@@ -202,6 +464,42 @@ def split_tags(values: list[str] | None) -> tuple[str, ...]:
     return tuple(seen)
 
 
+def split_authors(byline: str | None) -> tuple[str, ...]:
+    """A byline (trafilatura joins names with "; ") → the names in it, each once.
+
+    >>> split_authors("By Jane Doe and John Roe")
+    ('Jane Doe', 'John Roe')
+    >>> split_authors("Ana Lima, Bo Chen and Cy Diaz")
+    ('Ana Lima', 'Bo Chen', 'Cy Diaz')
+    >>> split_authors("Smith, John")
+    ('Smith, John',)
+    >>> split_authors("Brenda Goodman; MA")
+    ('Brenda Goodman, MA',)
+    """
+    text = " ".join((byline or "").split()).strip(" ;,")
+    names: list[str] = []
+    for part in _AUTHOR_SEPARATORS.split(text):
+        name = _BYLINE_PREFIX.sub("", part).strip() if part else ""
+        if not name:
+            continue
+        if names and _is_name_suffix(name):
+            names[-1] = f"{names[-1]}, {name}"
+        else:
+            names.append(name)
+    if len(names) == 2 and not any(" " in name for name in names):
+        # Two single words are one name cut at its comma ("Smith, John", "Mac & i") more
+        # often than two one-word authors.
+        return (_BYLINE_PREFIX.sub("", text).replace(";", ","),)
+    unique: dict[str, str] = {}
+    for name in names:
+        unique.setdefault(name.casefold(), name)
+    return tuple(unique.values())
+
+
+def _is_name_suffix(word: str) -> bool:
+    return _NAME_SUFFIX.fullmatch(word) is not None
+
+
 def resolve_canonical(final_url: str, declared: str | None) -> str:
     """The page's rel=canonical when it stays on the same site, else the final URL."""
     if declared:
@@ -221,18 +519,16 @@ def _host_names(host: str | None) -> tuple[str, ...]:
 
 def run_trafilatura(html: str | HtmlElement, url: str) -> Any:
     """trafilatura with the production settings (see DESIGN.md): no comments, no in-process
-    dedup (it would silently drop syndicated copies), metadata on, dates with time."""
+    dedup (it would silently drop syndicated copies), metadata on."""
     return bare_extraction(
         html,
         url=url,
         with_metadata=True,
         include_comments=False,
         deduplicate=False,
-        date_extraction_params={
-            "extensive_search": True,
-            "original_date": True,
-            "outputformat": _DATE_FORMAT,
-        },
+        # Its date is not used (find_page_published says where the date came from): the fast
+        # search keeps that wasted work to about a millisecond.
+        date_extraction_params={"extensive_search": False, "original_date": True},
     )
 
 
@@ -244,34 +540,51 @@ def extract_article(
     min_text_chars: int = 100,
     max_elements: int = 100_000,
     max_depth: int = 200,
+    now: datetime | None = None,
 ) -> Article:
     """Extract the article at url (its final URL, after redirects) from its decoded HTML.
 
-    Raises EmptyExtraction when the page holds less than min_text_chars of main text, and
-    TooComplex when its tree is beyond the bounds.
+    now (default: the clock) bounds plausible dates. Raises EmptyExtraction when the page
+    holds less than min_text_chars of main text, and TooComplex when its tree is beyond the
+    bounds.
     """
     hints = hints or FeedHints()
-    doc = run_trafilatura(load_tree(html, max_elements, max_depth), url)
+    now = now or datetime.now(UTC)
+    tree = load_tree(html, max_elements, max_depth)
+    # trafilatura 2.3.1 works on a copy of the tree it is given (tested), so htmldate sees the
+    # page as parsed.
+    doc = run_trafilatura(tree, url)
     text = (doc.text or "").strip() if doc is not None else ""
     if len(text) < min_text_chars:
         found = f"{len(text)} characters" if text else "no main text"
         raise EmptyExtraction(f"{found} extracted (minimum {min_text_chars})")
     host = urlsplit(url).hostname
     sitename = (doc.sitename or "").strip() or None
-    author = (doc.author or "").strip() or hints.author
+    authors = split_authors(doc.author) or split_authors(hints.author)
+    author = "; ".join(authors) or None
     title = clean_title(doc.title, sitename, host, author) or clean_title(
         hints.title, sitename, host
     )
+    page_date = find_page_published(tree, html, url, now)
+    published = choose_published(page_date, hints.published_at, now)
+    # A page whose markup gives no publication date gives no modified date either (the same
+    # search, another preference): the second search is spared.
+    has_markup_date = page_date is not None and page_date.source == "metadata"
+    modified = find_page_modified(tree, html, url, published, now) if has_markup_date else None
     return Article(
         url=url,
         canonical_url=resolve_canonical(url, doc.url if doc.url != url else None),
         title=title,
         author=author,
-        published_at=choose_published(parse_page_date(doc.date), hints.published_at),
+        published_at=published.at if published else None,
         language=detect_language(html, text),
         sitename=sitename if sitename and sitename.lower() not in _host_names(host) else None,
         description=(doc.description or "").strip() or None,
         tags=split_tags([*(doc.categories or []), *(doc.tags or [])]),
         image_url=doc.image or None,
         text=text,
+        published_source=published.source if published else None,
+        modified_at=modified.at if modified else None,
+        modified_source=modified.source if modified else None,
+        authors=authors,
     )
