@@ -4,6 +4,10 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 
+# tzdata's zone.tab: extraction reads a site's time zone from its country domain.
+RUN apt-get update && apt-get install -y --no-install-recommends tzdata \
+ && rm -rf /var/lib/apt/lists/*
+
 # Dependencies first, pinned, so code changes do not reinstall them.
 COPY constraints.txt ./
 RUN grep -vE '^(mypy|mypy_extensions|ruff|pytest|iniconfig|pluggy|pathspec|types-|librt)' constraints.txt > /tmp/runtime.txt \
