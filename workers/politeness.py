@@ -276,20 +276,6 @@ class Politeness:
             self.redis.delete(key)
         return note
 
-    def forget(self, origin: str) -> None:
-        """Drop everything known about origin (tests, operators)."""
-        self.redis.delete(
-            *[
-                f"{PREFIX}{k}"
-                for k in (
-                    f"robots:{origin}",
-                    f"host:{origin}:next",
-                    f"host:{origin}:inflight",
-                    f"host:{origin}:failures",
-                )
-            ]
-        )
-
 
 def policy_for(
     settings: Settings,
