@@ -10,7 +10,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends tzdata \
 
 # Dependencies first, pinned, so code changes do not reinstall them.
 COPY constraints.txt ./
-RUN grep -vE '^(mypy|mypy_extensions|ruff|pytest|iniconfig|pluggy|pathspec|types-|librt)' constraints.txt > /tmp/runtime.txt \
+RUN grep -vE '^(mypy|mypy_extensions|ruff|pytest|iniconfig|pluggy|pathspec|types-|librt|py-spy|pyinstrument)' constraints.txt > /tmp/runtime.txt \
  && pip install --no-cache-dir -r /tmp/runtime.txt
 
 COPY pyproject.toml README.md schema.sql ./
@@ -21,6 +21,8 @@ COPY schedules ./schedules
 RUN pip install --no-cache-dir --no-deps -e . \
  && useradd --create-home --uid 10001 newsagg
 USER newsagg
+# Prometheus metrics of a worker (NEWSAGG_METRICS_PORT); Flower, when run from this image.
+EXPOSE 9810 5555
 
 ENTRYPOINT ["newsagg"]
 CMD ["--help"]

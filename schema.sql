@@ -77,7 +77,8 @@ CREATE TABLE IF NOT EXISTS crawls (
     error           text,
     last_activity_at timestamptz NOT NULL DEFAULT now(),
     due_at          timestamptz,
-    backfill_since  timestamptz
+    backfill_since  timestamptz,
+    redispatches    integer     NOT NULL DEFAULT 0
 );
 
 -- The database, not the scheduler, guarantees that a source has at most one crawl in flight:
@@ -94,7 +95,7 @@ COMMENT ON TABLE crawls IS 'One row per crawl run, scheduled or manual. A crawl 
 COMMENT ON COLUMN crawls.id IS 'Surrogate key.';
 COMMENT ON COLUMN crawls.source_id IS 'The source crawled.';
 COMMENT ON COLUMN crawls.trigger IS 'Why it ran: schedule (dispatcher), manual (newsagg crawl) or backfill.';
-COMMENT ON COLUMN crawls.status IS 'queued (waiting for a worker), running, finished, failed (the source itself could not be read; see error) or abandoned (its worker vanished; closed by housekeeping).';
+COMMENT ON COLUMN crawls.status IS 'queued (waiting for a worker), running, finished, failed (the source itself could not be read; see error) or abandoned (its work was lost and re-dispatching it did not help; closed by housekeeping).';
 COMMENT ON COLUMN crawls.queued_at IS 'When the crawl was requested.';
 COMMENT ON COLUMN crawls.started_at IS 'When a worker started reading the source.';
 COMMENT ON COLUMN crawls.finished_at IS 'When the last queued URL was processed, or the crawl failed or was abandoned.';
@@ -107,9 +108,10 @@ COMMENT ON COLUMN crawls.duplicates IS 'New articles stored as duplicates of an 
 COMMENT ON COLUMN crawls.updated IS 'Already-stored articles whose text changed (a revision was kept).';
 COMMENT ON COLUMN crawls.unchanged IS 'URLs that led to an article already stored with the same text (URL variants, redirects, rel=canonical).';
 COMMENT ON COLUMN crawls.failures IS 'Queued URLs that failed for good; each has a fetches row saying why.';
-COMMENT ON COLUMN crawls.last_activity_at IS 'Last time a worker did something for this crawl. The crawl''s lease: a queued or running crawl idle for longer than NEWSAGG_CRAWL_LEASE is abandoned by housekeeping.';
+COMMENT ON COLUMN crawls.last_activity_at IS 'Last time a worker did something for this crawl. The crawl''s lease: a queued or running crawl idle for longer than NEWSAGG_CRAWL_LEASE has lost its messages or its worker, and housekeeping sends its work again.';
 COMMENT ON COLUMN crawls.due_at IS 'For scheduled crawls, the sources.next_crawl_at value the dispatcher claimed (unique per source).';
 COMMENT ON COLUMN crawls.backfill_since IS 'For backfills, the date the sitemap walk stops at (NULL: no limit but the URL cap).';
+COMMENT ON COLUMN crawls.redispatches IS 'Times housekeeping found the crawl idle past its lease and sent its lost work again (the source read, or the URLs still pending); after NEWSAGG_MAX_REDISPATCHES the crawl is abandoned.';
 COMMENT ON COLUMN crawls.error IS 'Why the crawl failed, when status = failed or abandoned.';
 
 -- ---------------------------------------------------------------------------------------
@@ -307,7 +309,10 @@ CREATE TABLE IF NOT EXISTS discovered_urls (
     feed_author     text,
     article_id      bigint      REFERENCES articles (id) ON DELETE SET NULL,
     discovered_at   timestamptz NOT NULL DEFAULT now(),
-    processed_at    timestamptz
+    processed_at    timestamptz,
+    claims          integer     NOT NULL DEFAULT 0,
+    claimed_at      timestamptz,
+    claimed_by      text
 );
 
 CREATE INDEX IF NOT EXISTS discovered_urls_crawl ON discovered_urls (crawl_id) WHERE state = 'pending';
@@ -315,6 +320,9 @@ CREATE INDEX IF NOT EXISTS discovered_urls_source_pending ON discovered_urls (so
     WHERE state = 'pending';
 -- The publishing rate of a source (new URLs in the last week) drives its polling interval.
 CREATE INDEX IF NOT EXISTS discovered_urls_source_time ON discovered_urls (source_id, discovered_at);
+-- Housekeeping looks for URLs whose worker was lost mid-task.
+CREATE INDEX IF NOT EXISTS discovered_urls_claimed ON discovered_urls (claimed_at)
+    WHERE state = 'pending' AND claimed_at IS NOT NULL;
 
 COMMENT ON TABLE discovered_urls IS 'Every article URL a source listed, canonicalised, with its processing state: the crawl frontier. A URL is fetched once unless it failed for a reason worth retrying.';
 COMMENT ON COLUMN discovered_urls.id IS 'Surrogate key; the id carried by the article-processing task.';
@@ -331,6 +339,9 @@ COMMENT ON COLUMN discovered_urls.feed_author IS 'Author given by the feed.';
 COMMENT ON COLUMN discovered_urls.article_id IS 'The article the URL led to (after redirects and rel=canonical).';
 COMMENT ON COLUMN discovered_urls.discovered_at IS 'When a source first listed the URL.';
 COMMENT ON COLUMN discovered_urls.processed_at IS 'When processing last finished.';
+COMMENT ON COLUMN discovered_urls.claims IS 'Times a worker started processing this URL and neither finished nor handed it back: each is a worker lost mid-task (killed, out of memory, past the hard time limit). At NEWSAGG_MAX_CLAIMS the URL fails as worker_lost instead of being retried forever.';
+COMMENT ON COLUMN discovered_urls.claimed_at IS 'When the worker processing it now started (NULL when no worker holds it). A URL claimed longer ago than NEWSAGG_CRAWL_LEASE lost its worker: housekeeping sends it again.';
+COMMENT ON COLUMN discovered_urls.claimed_by IS 'The worker process holding it, as host:pid:attempt (kept after it lets go, for the record).';
 
 -- ---------------------------------------------------------------------------------------
 -- fetches: every HTTP fetch and its outcome
@@ -363,7 +374,7 @@ COMMENT ON COLUMN fetches.source_id IS 'The source the fetch belonged to.';
 COMMENT ON COLUMN fetches.purpose IS 'source (the feed, sitemap or listing page itself, or a child sitemap) or article.';
 COMMENT ON COLUMN fetches.url IS 'URL requested.';
 COMMENT ON COLUMN fetches.final_url IS 'URL after redirects (NULL when no response was received).';
-COMMENT ON COLUMN fetches.status IS 'Outcome: ok, not_modified, http_error, timeout, connect_error, protocol_error, too_large, unsupported_content, too_many_redirects, blocked_address, invalid_url, robots_denied, host_backoff, empty_extraction, too_complex, parse_error, worker_error (see README, "What fetches.status means").';
+COMMENT ON COLUMN fetches.status IS 'Outcome: ok, not_modified, http_error, timeout, connect_error, protocol_error, too_large, unsupported_content, too_many_redirects, blocked_address, invalid_url, robots_denied, host_backoff, empty_extraction, too_complex, parse_error, worker_error, worker_lost (see README, "What fetches.status means").';
 COMMENT ON COLUMN fetches.http_status IS 'HTTP status code of the last response, when there was one.';
 COMMENT ON COLUMN fetches.error IS 'Human-readable explanation (NULL when status = ok).';
 COMMENT ON COLUMN fetches.content_type IS 'Content-Type of the response.';
@@ -428,7 +439,10 @@ SELECT s.id, s.name, s.kind, s.url, s.enabled, s.healthy, s.crawl_interval, s.sc
          WHERE f.source_id = s.id AND f.status NOT IN ('ok', 'not_modified')
            AND f.fetched_at > now() - interval '24 hours') AS failures_24h
   FROM sources s
-  LEFT JOIN LATERAL (SELECT * FROM crawls c WHERE c.source_id = s.id
+  -- Named columns, not *: a view stores the column list it was made with.
+  LEFT JOIN LATERAL (SELECT c.id, c.trigger, c.status, c.queued_at, c.finished_at,
+                            c.articles_stored, c.failures, c.error
+                       FROM crawls c WHERE c.source_id = s.id
                       ORDER BY c.queued_at DESC, c.id DESC LIMIT 1) lc ON true;
 COMMENT ON VIEW source_status IS 'Per source: health, schedule (interval, why, next crawl), last crawl and its result, articles stored (in all and in the last 24 h) and URLs whose fetch failed in the last 24 h.';
 
@@ -466,7 +480,7 @@ COMMENT ON COLUMN schema_migrations.version IS 'The migration''s number (migrati
 COMMENT ON COLUMN schema_migrations.name IS 'The migration''s name.';
 COMMENT ON COLUMN schema_migrations.applied_at IS 'When it was applied (or the database created with it).';
 INSERT INTO schema_migrations (version, name)
-VALUES (1, 'initial'), (2, 'consumer_api')
+VALUES (1, 'initial'), (2, 'consumer_api'), (3, 'operations')
 ON CONFLICT (version) DO NOTHING;
 
 -- ---------------------------------------------------------------------------------------

@@ -10,8 +10,6 @@ from typing import Any
 
 from workers.settings import Settings
 
-HOUSEKEEPING_EVERY = 300.0
-
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     return {
@@ -21,9 +19,10 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             # A tick that waited longer than one period is stale: the next one does its work.
             "options": {"expires": settings.dispatch_every},
         },
+        # Sends lost work again (crawl and URL leases) and prunes old fetches rows.
         "housekeeping": {
             "task": "workers.housekeeping",
-            "schedule": HOUSEKEEPING_EVERY,
-            "options": {"expires": HOUSEKEEPING_EVERY},
+            "schedule": settings.housekeeping_every,
+            "options": {"expires": settings.housekeeping_every},
         },
     }

@@ -6,7 +6,9 @@ The test database is created for this run and dropped at its end, so runs never 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -129,15 +131,15 @@ def sites() -> Iterator[list[Any]]:
 
 
 def newsagg(
-    *args: str, timeout: float = 120, check: bool = True
+    *args: str, timeout: float = 120, check: bool = True, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run the installed `newsagg` command with the test environment."""
+    """Run the installed `newsagg` command with the test environment (and `env` on top)."""
     proc = subprocess.run(
         [sys.executable, "-m", "workers.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, **TEST_ENV, "COLUMNS": "200"},
+        env={**os.environ, **TEST_ENV, "COLUMNS": "200", **(env or {})},
         cwd=ROOT,
     )
     if check and proc.returncode != 0:
@@ -148,7 +150,11 @@ def newsagg(
 
 
 def start_worker(
-    log_path: Path, name: str, concurrency: int = 2, env: dict[str, str] | None = None
+    log_path: Path,
+    name: str,
+    concurrency: int = 2,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
     """Start a real Celery worker (prefork) on the test database and Redis; wait until ready.
 
@@ -164,6 +170,7 @@ def start_worker(
             str(concurrency),
             "-n",
             f"{name}{os.getpid()}@%h",
+            *args,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -186,6 +193,36 @@ def start_worker(
     raise AssertionError(f"worker did not become ready:\n{text}")
 
 
+def start_beat(
+    tmp_path: Path, name: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a real Celery beat (in a session of its own) on the test database and Redis."""
+    log = (tmp_path / f"{name}.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "beat", "--schedule", str(tmp_path / name)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env={**os.environ, **TEST_ENV, "NEWSAGG_DISPATCH_EVERY": "0.5", **(env or {})},
+        start_new_session=True,
+    )
+    log.close()
+    proc.log_path = tmp_path / f"{name}.log"  # type: ignore[attr-defined]
+    return proc
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """Stop a process started in a session of its own, with all its children."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def stop_worker(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is not None:
         return
@@ -203,9 +240,13 @@ def workers(conn: psycopg.Connection[Any], redis_db: redis.Redis, tmp_path: Path
     started: list[subprocess.Popen[bytes]] = []
 
     def start(
-        name: str = "test", concurrency: int = 2, env: dict[str, str] | None = None
+        name: str = "test",
+        concurrency: int = 2,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
     ) -> subprocess.Popen[bytes]:
-        proc = start_worker(tmp_path / f"{name}-{len(started)}.log", name, concurrency, env)
+        log = tmp_path / f"{name}-{len(started)}.log"
+        proc = start_worker(log, name, concurrency, env, args)
         started.append(proc)
         return proc
 

@@ -21,7 +21,10 @@ def compose() -> dict[str, Any]:
 
 def test_services_and_images(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"postgres", "redis", "init", "worker", "beat"}
+    assert set(services) == {"postgres", "redis", "init", "worker", "beat", "flower"}
+    # Flower is optional: only with `--profile flower`
+    assert services["flower"]["profiles"] == ["flower"]
+    assert services["flower"]["entrypoint"][:3] == ["celery", "-A", "workers.app"]
     assert services["postgres"]["image"].startswith("postgres:")
     assert services["redis"]["image"].startswith("redis:")
     for name in ("init", "worker", "beat"):
@@ -33,7 +36,21 @@ def test_healthchecks(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
-    assert "inspect ping" in " ".join(services["worker"]["healthcheck"]["test"])
+    worker = services["worker"]["healthcheck"]["test"]
+    assert worker[:3] == ["CMD", "newsagg", "health"] and "--local" in worker
+    assert "worker" in worker[worker.index("--check") + 1].split(",")
+    beat = services["beat"]["healthcheck"]["test"]
+    assert "beat" in beat[beat.index("--check") + 1].split(",") and "--local" in beat
+
+
+def test_metrics_and_shutdown_grace(compose: dict[str, Any]) -> None:
+    worker = compose["services"]["worker"]
+    env = compose["x-newsagg"]["environment"]
+    assert worker["expose"] == [env["NEWSAGG_METRICS_PORT"]]
+    assert any(p.endswith(":" + env["NEWSAGG_METRICS_PORT"]) for p in worker["ports"])
+    # Docker waits longer than the worker's own grace period before it kills
+    assert int(worker["stop_grace_period"].rstrip("s")) > int(env["NEWSAGG_SHUTDOWN_GRACE"])
+    assert worker["stop_signal"] == "SIGTERM"
 
 
 def test_schema_applied_and_order(compose: dict[str, Any]) -> None:

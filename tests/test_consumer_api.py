@@ -205,7 +205,7 @@ def test_writer_role_runs_the_pipeline_without_superuser(
             make_article("https://w.example/a"),
         )
         assert outcome == "stored"
-        store.abandon_stale_crawls(writer, timedelta(hours=1))
+        store.find_lost_work(writer, timedelta(hours=1), max_redispatches=3)
         store.prune_fetches(writer, timedelta(days=30))
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             writer.execute("DROP TABLE articles")

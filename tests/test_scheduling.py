@@ -217,18 +217,26 @@ def test_a_due_time_is_claimed_once(conn: Conn) -> None:
     assert conn.execute("SELECT count(*) FROM crawls").fetchone() == (1,)
 
 
-def test_lease_expiry_and_pruning(conn: Conn) -> None:
+def test_lease_expiry_redispatch_abandon_and_pruning(conn: Conn) -> None:
     source = store.add_source(conn, "leased", "https://l.example/feed", "feed")
     crawl_id = store.create_crawl(conn, source.id, "schedule")
-    assert store.abandon_stale_crawls(conn, timedelta(minutes=30), now=T0) == []
+    lease = timedelta(minutes=30)
+
+    def lost(minutes: float) -> store.LostWork:
+        return store.find_lost_work(
+            conn, lease, max_redispatches=1, now=T0 + timedelta(minutes=minutes)
+        )
+
     conn.execute("UPDATE crawls SET last_activity_at = %s", (T0,))
-    assert (
-        store.abandon_stale_crawls(conn, timedelta(minutes=30), now=T0 + timedelta(minutes=29))
-        == []
-    )
-    assert store.abandon_stale_crawls(
-        conn, timedelta(minutes=30), now=T0 + timedelta(minutes=31)
-    ) == [crawl_id]
+    assert lost(29) == store.LostWork()
+    # idle past its lease, never started: its message was lost; the source is read again
+    assert lost(31) == store.LostWork(crawls=(crawl_id,))
+    assert lost(31 + 29) == store.LostWork()  # taking it back renewed the lease
+    # lost again: re-dispatched once already, so it is given up
+    assert lost(31 + 31) == store.LostWork(abandoned=(crawl_id,))
+    crawl = store.get_crawl(conn, crawl_id)  # type: ignore[arg-type]
+    assert crawl is not None and crawl.status == "abandoned"
+    assert crawl.error and "re-dispatches" in crawl.error
     for age in (1, 40, 41):
         conn.execute(
             "INSERT INTO fetches (purpose, url, status, fetched_at) "
@@ -271,7 +279,8 @@ def test_backfill_stops_at_since_and_resumes(
         pipeline.process_article(conn, fetcher, settings, url_id)
     # interrupted: its worker died; the lease runs out
     conn.execute("UPDATE crawls SET last_activity_at = now() - interval '2 hours'")
-    assert store.abandon_stale_crawls(conn, timedelta(hours=1)) == [crawl_id]
+    lost = store.find_lost_work(conn, timedelta(hours=1), max_redispatches=0)
+    assert lost.abandoned == (crawl_id,)
     resumed = store.create_crawl(conn, source.id, "backfill", backfill_since=since)
     assert resumed is not None
     plan2 = pipeline.crawl_source(conn, fetcher, settings, resumed)

@@ -1,39 +1,22 @@
-"""Scheduling with real processes: two beats and two workers never double a crawl; a worker
-killed mid-crawl loses its lease and the source is crawled again, nothing stored twice."""
+"""Scheduling with real processes: two beats and two workers never double a crawl. (Workers
+killed mid-crawl and lost messages: tests/test_faults.py.)"""
 
 from __future__ import annotations
 
 import itertools
 import os
 import signal
-import subprocess
-import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.conftest import ROOT, TEST_ENV, newsagg
-from tests.test_hostile import PacedSite
-from workers import store
+from tests.conftest import newsagg, start_beat
 
 pytestmark = pytest.mark.e2e
 Conn = psycopg.Connection[Any]
-
-
-def start_beat(tmp_path: Path, name: str) -> subprocess.Popen[bytes]:
-    log = (tmp_path / f"{name}.log").open("w")
-    return subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "beat", "--schedule", str(tmp_path / name)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-        env={**os.environ, **TEST_ENV, "NEWSAGG_DISPATCH_EVERY": "0.5"},
-        start_new_session=True,
-    )
 
 
 def wait_idle(conn: Conn, timeout: float = 60) -> None:
@@ -100,51 +83,3 @@ def test_two_beats_two_workers_crawl_once_per_due_time(
     # and no article was stored twice
     dupes = conn.execute("SELECT count(*) - count(DISTINCT canonical_url) FROM articles").fetchone()
     assert dupes == (0,)
-
-
-def test_killed_worker_loses_its_lease_and_nothing_is_stored_twice(
-    workers: Any, conn: Conn
-) -> None:
-    site = PacedSite(articles=8, service_time=0.5)
-    try:
-        first = workers("doomed")
-        newsagg(
-            "sources",
-            "add",
-            "paced",
-            site.base_url + "/feed.xml",
-            "--host-delay",
-            "0.1",
-            "--host-concurrency",
-            "2",
-        )
-        newsagg("crawl", "paced")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            done = conn.execute("SELECT urls_done FROM crawls").fetchone()
-            if done and done[0] >= 2:
-                break
-            time.sleep(0.1)
-        os.killpg(first.pid, signal.SIGKILL)  # the whole worker, children included
-        first.wait(timeout=10)
-        [(crawl_id, status, done)] = conn.execute(
-            "SELECT id, status, urls_done FROM crawls"
-        ).fetchall()
-        assert status == "running" and 2 <= done < 8
-        # the lease runs out; housekeeping (the task's function) releases the crawl
-        time.sleep(1.5)
-        assert store.abandon_stale_crawls(conn, timedelta(seconds=1)) == [crawl_id]
-        workers("rescuer")
-        newsagg("crawl", "paced", "--wait", "--timeout", "240", timeout=270)
-    finally:
-        site.httpd.shutdown()
-    crawls = conn.execute("SELECT status FROM crawls ORDER BY id").fetchall()
-    assert crawls == [("abandoned",), ("finished",)]
-    urls = [r[0] for r in conn.execute("SELECT canonical_url FROM articles").fetchall()]
-    assert len(urls) == 8 and len(set(urls)) == 8
-    # URLs stored before the kill were not fetched again
-    refetched = conn.execute(
-        "SELECT count(*) FROM (SELECT url FROM fetches WHERE purpose = 'article' "
-        "AND status = 'ok' GROUP BY url HAVING count(*) > 1) t"
-    ).fetchone()
-    assert refetched is not None and refetched[0] <= 2  # at most those in flight at the kill

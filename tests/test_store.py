@@ -265,10 +265,72 @@ def test_notify_after_commit_for_originals_only(
     assert [n.payload for n in notes] == [str(first)]
 
 
-def test_abandon_stale_crawls(conn: Conn, source: store.Source) -> None:
+def test_lost_work_is_taken_back_once_per_lease(conn: Conn, source: store.Source) -> None:
+    crawl_id = store.create_crawl(conn, source.id, "schedule")
+    assert crawl_id is not None
+    store.start_crawl(conn, crawl_id)
+    listed = [store.Listed(f"https://coast.example/{n}") for n in "abc"]
+    a, b, c = store.queue_urls(conn, crawl_id, source.id, listed, max_attempts=3)
+    store.finish_url(conn, a, fetch_ok("a"), make_article("https://coast.example/a"))
+    assert store.claim_url(conn, b, "host:1:x") is not None  # its worker dies
+
+    def lost(**held: set[int]) -> store.LostWork:
+        return store.find_lost_work(conn, timedelta(hours=1), max_redispatches=3, **held)
+
+    def redispatches() -> int:
+        row = conn.execute("SELECT redispatches FROM crawls WHERE id = %s", (crawl_id,))
+        return int(row.fetchone()[0])  # type: ignore[index]
+
+    assert lost() == store.LostWork()
+    # the claim outlives the lease: that URL alone is sent again, the crawl is still busy
+    conn.execute(
+        "UPDATE discovered_urls SET claimed_at = now() - interval '2 hours' WHERE id = %s", (b,)
+    )
+    assert lost(held_urls={b}) == store.LostWork()  # the broker has it again: only late
+    assert lost() == store.LostWork(urls=(b,))
+    assert lost() == store.LostWork()  # taking it back renewed its claim's lease
+    assert redispatches() == 1
+    # the crawl goes idle; c is still in the queue (a long queue, not a lost message)
+    conn.execute("UPDATE crawls SET last_activity_at = now() - interval '2 hours'")
+    assert lost(held_urls={c}) == store.LostWork()
+    assert redispatches() == 1
+    # the queue lost it (Redis restarted): c is sent again, b (sent just now) is not
+    assert lost() == store.LostWork(urls=(c,))
+    assert redispatches() == 2
+    crawl = store.get_crawl(conn, crawl_id)
+    assert crawl is not None and crawl.status == "running"
+    # the URL whose worker died costs one claim when it is taken again; c costs none
+    again = store.claim_url(conn, b, "host:2:y")
+    assert again is not None and again.claims == 1
+    fresh = store.claim_url(conn, c, "host:2:z")
+    assert fresh is not None and fresh.claims == 0
+    # the same attempt claiming again (after an outage) counts nothing; letting go neither
+    assert store.claim_url(conn, c, "host:2:z").claims == 0  # type: ignore[union-attr]
+    store.release_claim(conn, c, "host:2:z")
+    assert store.claim_url(conn, c, "host:3:w").claims == 0  # type: ignore[union-attr]
+
+
+def test_crawl_whose_message_was_lost_reads_its_source_again(
+    conn: Conn, source: store.Source
+) -> None:
+    crawl_id = store.create_crawl(conn, source.id, "manual")
+    assert crawl_id is not None
+    conn.execute("UPDATE crawls SET last_activity_at = now() - interval '2 hours'")
+    hour = timedelta(hours=1)
+    assert (
+        store.find_lost_work(conn, hour, max_redispatches=3, held_crawls={crawl_id})
+        == store.LostWork()
+    )
+    assert store.find_lost_work(conn, hour, max_redispatches=3) == store.LostWork(
+        crawls=(crawl_id,)
+    )
+
+
+def test_abandoned_crawl_frees_its_source(conn: Conn, source: store.Source) -> None:
     crawl_id = store.create_crawl(conn, source.id, "schedule")
     conn.execute("UPDATE crawls SET last_activity_at = now() - interval '2 hours'")
-    assert store.abandon_stale_crawls(conn, timedelta(hours=1)) == [crawl_id]
+    lost = store.find_lost_work(conn, timedelta(hours=1), max_redispatches=0)
+    assert lost.abandoned == (crawl_id,) and not lost.crawls
     crawl = store.get_crawl(conn, crawl_id)  # type: ignore[arg-type]
     assert crawl is not None and crawl.status == "abandoned" and crawl.error
     assert store.create_crawl(conn, source.id, "schedule") is not None

@@ -3,7 +3,8 @@
 Reliability settings follow ../shared/notes (B3): late acks with reject-on-worker-lost (tasks
 are idempotent), prefetch 1, no result backend (results live in Postgres), hard and soft
 time limits well inside Redis' visibility timeout, and workers recycled after a number of
-tasks or a memory ceiling so one leaky page cannot grow a process forever.
+tasks or a memory ceiling so one leaky page cannot grow a process forever. What happens
+when a process, Redis or PostgreSQL dies is in workers/tasks.py and workers/monitor.py.
 """
 
 from __future__ import annotations
@@ -11,22 +12,32 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 import redis
-import structlog
 from celery import Celery
-from celery.signals import after_setup_logger, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutting_down,
+)
 from kombu.entity import Exchange, Queue
 from psycopg_pool import ConnectionPool
 
 from schedules.beat import beat_schedule
+from workers import logs, metrics, monitor
 from workers.fetch import Fetcher
 from workers.politeness import Politeness
 from workers.settings import Settings, get_settings
 
 settings = get_settings()
 QUEUES = ("control", "crawl", "articles")
+logs.prepare(settings.log_format)
 
 app = Celery("newsagg", broker=settings.redis_url)
 app.conf.update(
@@ -50,18 +61,42 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     worker_max_tasks_per_child=500,
     worker_max_memory_per_child=400_000,  # KiB
-    worker_cancel_long_running_tasks_on_connection_loss=True,
+    # A running task whose broker connection dropped goes on: it writes its outcome to
+    # Postgres once, and its message (redelivered if Redis kept it) then finds nothing to
+    # do. Cancelling it would throw away finished work, and after a Redis restart that lost
+    # the message, the work itself until the lease brought it back.
+    worker_cancel_long_running_tasks_on_connection_loss=False,
+    # Retry the broker forever: a worker must outlive a Redis restart, however long.
     broker_connection_retry_on_startup=True,
+    broker_connection_max_retries=None,
+    broker_channel_error_retry=True,
     # Longer than any task's hard limit and any retry countdown, or Redis redelivers a task
-    # that is still running.
-    broker_transport_options={"visibility_timeout": 3600},
+    # that is still running. The socket options notice a dead connection (a restarted Redis)
+    # within seconds instead of waiting on a half-open socket.
+    broker_transport_options={
+        "visibility_timeout": 3600,
+        "socket_timeout": 15,
+        "socket_connect_timeout": 5,
+        "socket_keepalive": True,
+        "health_check_interval": 10,
+        "retry_on_timeout": True,
+    },
+    broker_heartbeat=0,
+    # Cold shutdown requeues what it cancels at once: no extra wait (see monitor.py).
+    worker_soft_shutdown_timeout=0,
+    worker_send_task_events=settings.task_events,
+    task_send_sent_event=settings.task_events,
     task_serializer="json",
     accept_content=["json"],
     timezone="UTC",
     enable_utc=True,
     beat_schedule=beat_schedule(settings),
+    beat_scheduler="workers.monitor:HeartbeatScheduler",
+    # Beat wakes at least this often, so its heartbeat stays fresh.
+    beat_max_loop_interval=settings.heartbeat_every,
     include=["workers.tasks"],
 )
+app.steps["worker"].add(monitor.WorkerMonitor)
 
 
 class Resources:
@@ -92,9 +127,23 @@ class Resources:
                 kwargs={"autocommit": True, "application_name": "newsagg-worker"},
                 open=True,
                 name="newsagg",
+                # A connection that died with its server (a PostgreSQL restart) is noticed
+                # when it is handed out, not by the task's first query.
+                check=ConnectionPool.check_connection,
+                # While PostgreSQL is down, each wait for a connection makes one new attempt
+                # and fails fast: the task's outage wait (tasks.py) paces the attempts, and
+                # the first one after the server is back succeeds.
+                timeout=3.0,
+                reconnect_timeout=0,
             )
             self._fetcher = Fetcher(self.settings)
-            self._redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=10)
+            self._redis = redis.Redis.from_url(
+                self.settings.redis_url,
+                socket_timeout=10,
+                socket_connect_timeout=5,
+                health_check_interval=10,
+                retry_on_timeout=True,
+            )
             self._politeness = Politeness(self._redis, self.settings)
             self._pid = os.getpid()
 
@@ -109,6 +158,12 @@ class Resources:
         self._ensure()
         assert self._fetcher is not None
         return self._fetcher
+
+    @property
+    def redis(self) -> redis.Redis:
+        self._ensure()
+        assert self._redis is not None
+        return self._redis
 
     @property
     def politeness(self) -> Politeness:
@@ -133,7 +188,10 @@ resources = Resources(settings)
 
 @worker_process_init.connect
 def open_resources(**_: Any) -> None:
-    resources.pool.wait(timeout=3.0)
+    try:
+        resources.pool.wait(timeout=3.0)
+    except Exception as exc:  # PostgreSQL down: tasks wait for it, the child must not die
+        logging.getLogger("newsagg.app").warning("database not reachable yet: %s", exc)
 
 
 @worker_process_shutdown.connect
@@ -141,26 +199,35 @@ def close_resources(**_: Any) -> None:
     resources.close()
 
 
-def configure_logging(level: str) -> None:
-    """structlog through the standard library, so Celery's handlers format our lines like
-    its own, at their real level (a print to stdout would be re-logged as WARNING)."""
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.stdlib.filter_by_level,
-            structlog.dev.ConsoleRenderer(
-                colors=False, pad_event_to=0, exception_formatter=structlog.dev.plain_traceback
-            ),
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
-    )
-    logging.getLogger("newsagg").setLevel(level.upper())
-    # One line per HTTP request drowns the log; fetches rows record every request anyway.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+@worker_shutting_down.connect
+def bound_shutdown(how: str = "", **_: Any) -> None:
+    if how == "Warm" and settings.shutdown_grace > 0:
+        monitor.arm_shutdown_grace(settings.shutdown_grace)
+
+
+_started: dict[str, float] = {}
+
+
+@task_prerun.connect
+def start_task(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    logs.bind_task(task_id, getattr(task, "name", None))
+    if task_id:
+        _started[task_id] = time.perf_counter()
+
+
+@task_postrun.connect
+def end_task(
+    task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any
+) -> None:
+    name = getattr(task, "name", "?")
+    metrics.TASKS.labels(name, (state or "unknown").lower()).inc()
+    started = _started.pop(task_id or "", None)
+    if started is not None:
+        metrics.TASK_SECONDS.labels(name).observe(time.perf_counter() - started)
+    logs.end_task()
 
 
 @after_setup_logger.connect
-def setup_structlog(**_: Any) -> None:
-    configure_logging(settings.log_level)
+@after_setup_task_logger.connect
+def setup_logging(logger: Any = None, **_: Any) -> None:
+    logs.configure_logging(settings.log_level, settings.log_format, [logger] if logger else None)

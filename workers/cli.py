@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,7 @@ from typing import Annotated, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+import redis
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -367,9 +369,13 @@ def print_summary(results: dict[int, store.Crawl], names: dict[int, str]) -> Non
 
 @app.command()
 def status() -> None:
-    """Per source: health, interval, next crawl, last crawl and its result, articles."""
-    with connect(settings_or_exit()) as conn:
+    """The processes (workers, beat), queues and crawls in flight; then per source: health,
+    interval, next crawl, last crawl and its result, articles."""
+    settings = settings_or_exit()
+    with connect(settings) as conn:
         rows = store.source_status(conn)
+        figures = store.operational_figures(conn)
+    print_system(settings, figures)
     table = Table(
         "source",
         "health",
@@ -409,6 +415,89 @@ def status() -> None:
     console.print(table)
 
 
+def print_system(settings: Settings, figures: dict[str, float]) -> None:
+    from workers import broker, monitor
+
+    client = redis_client(settings)
+    try:
+        workers = monitor.read_heartbeats(client, "worker")
+        beats = monitor.read_heartbeats(client, "beat")
+        depths = broker.queue_depths(client, QUEUES.split(","))
+    except redis.RedisError as exc:
+        err.print(f"[red]Redis unreachable at {redact(settings.redis_url)}:[/] {exc}")
+        workers, beats, depths = [], [], {}
+    table = Table("process", "name", "pid", "processes", "running", "tasks done", "last beat")
+    for beat in workers:
+        table.add_row(
+            "worker",
+            str(beat["name"]),
+            str(beat["pid"]),
+            str(beat.get("processes", "")),
+            str(beat.get("active", "")),
+            str(beat.get("tasks", "")),
+            f"{beat['age']:.0f}s ago",
+        )
+    for beat in beats:
+        table.add_row(
+            "beat", str(beat["name"]), str(beat["pid"]), "", "", "", f"{beat['age']:.0f}s ago"
+        )
+    if not workers:
+        table.add_row("worker", "[red]none alive[/]", "", "", "", "", "")
+    if not beats:
+        table.add_row("beat", "[red]none alive[/]", "", "", "", "", "")
+    console.print(table)
+    queued = ", ".join(f"{q} {n}" for q, n in depths.items() if q != broker.UNACKED)
+    console.print(
+        f"queues: {queued or '?'}; taken by workers: {depths.get(broker.UNACKED, '?')}; "
+        f"crawls in flight: {figures['crawls_running']:.0f} "
+        f"(least recently active {figures['oldest_idle_seconds']:.0f}s ago); "
+        f"URLs pending: {figures['urls_pending']:.0f}"
+    )
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+
+
+CHECKS = ("database", "redis", "worker", "beat")
+
+
+@app.command()
+def health(
+    check: Annotated[
+        str, typer.Option(help="comma-separated: database, redis, worker, beat")
+    ] = ",".join(CHECKS),
+    local: Annotated[
+        bool, typer.Option(help="worker/beat heartbeats must come from this host")
+    ] = False,
+) -> None:
+    """Check the system; exit 0 when every check passes, 1 otherwise (for healthchecks)."""
+    from workers import monitor
+
+    wanted = [c.strip() for c in check.split(",") if c.strip()]
+    unknown = set(wanted) - set(CHECKS)
+    if unknown:
+        raise fail(
+            f"unknown check {', '.join(sorted(unknown))} (choose from {', '.join(CHECKS)})", 2
+        )
+    settings = settings_or_exit()
+    client = redis_client(settings)
+    host = socket.gethostname() if local else None
+    results = []
+    for name in wanted:
+        if name == "database":
+            results.append(monitor.check_database(settings))
+        elif name == "redis":
+            results.append(monitor.check_redis(client))
+        else:
+            results.append(monitor.check_heartbeat(client, name, host))
+    for result in results:
+        mark = "[green]ok[/]  " if result.ok else "[bold red]FAIL[/]"
+        console.print(f"{mark} {result.name}: {result.detail}")
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
 def format_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -429,8 +518,10 @@ def format_interval(value: timedelta) -> str:
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
-def celery_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "workers.app", *args]
+def celery_command(settings: Settings, *args: str) -> list[str]:
+    # No banner in JSON mode: every line on stdout/stderr is then one JSON object.
+    quiet = ["--quiet"] if settings.log_format == "json" else []
+    return [sys.executable, "-m", "celery", "-A", "workers.app", *quiet, *args]
 
 
 def worker_command(settings: Settings, extra: list[str]) -> list[str]:
@@ -439,7 +530,7 @@ def worker_command(settings: Settings, extra: list[str]) -> list[str]:
         args += ["-n", "newsagg@%h"]
     if settings.worker_concurrency:
         args += ["--concurrency", str(settings.worker_concurrency)]
-    return celery_command(*args, *extra)
+    return celery_command(settings, *args, *extra)
 
 
 def beat_command(settings: Settings, extra: list[str]) -> list[str]:
@@ -448,7 +539,7 @@ def beat_command(settings: Settings, extra: list[str]) -> list[str]:
     key = hashlib.sha256(f"{settings.database_url} {settings.redis_url}".encode()).hexdigest()
     schedule = Path(tempfile.gettempdir()) / f"newsagg-beat-{os.getuid()}-{key[:12]}"
     return celery_command(
-        "beat", "--loglevel", settings.log_level, "--schedule", str(schedule), *extra
+        settings, "beat", "--loglevel", settings.log_level, "--schedule", str(schedule), *extra
     )
 
 

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import os
 import random
+import socket
+import time
+import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -20,12 +24,19 @@ from typing import Any, Literal
 import psycopg
 import structlog
 
-from workers import store
+from workers import metrics, store
 from workers.dedup import InvalidURL, canonicalise_url
 from workers.discover import Discovery, DiscoveryError, discover
-from workers.extract import EmptyExtraction, FeedHints, TooComplex, extract_article
+from workers.extract import Article, EmptyExtraction, FeedHints, TooComplex, extract_article
 from workers.fetch import Expect, Fetcher, FetchResult, decode_body
-from workers.politeness import HostPolicy, Politeness, origin_of, parse_retry_after, policy_for
+from workers.politeness import (
+    HostBusy,
+    HostPolicy,
+    Politeness,
+    origin_of,
+    parse_retry_after,
+    policy_for,
+)
 from workers.schedule import Bounds, next_interval, source_hint
 from workers.settings import Settings
 
@@ -84,14 +95,28 @@ def polite_fetch(
     Raises HostBusy when the host's turn is further away than max_wait. Without a
     Politeness (unit tests of other stages) it is a plain fetch.
     """
+    purpose = "article" if expect == "html" else "source"
     if politeness is None:
-        return fetcher.fetch(url, expect=expect, etag=etag, last_modified=last_modified)
-    with politeness.slot(url, policy, crawl_delay, max_wait):
         result = fetcher.fetch(url, expect=expect, etag=etag, last_modified=last_modified)
+        _count_fetch(purpose, result)
+        return result
+    asked = time.monotonic()
+    with politeness.slot(url, policy, crawl_delay, max_wait):
+        waited = time.monotonic() - asked
+        result = fetcher.fetch(url, expect=expect, etag=etag, last_modified=last_modified)
+    metrics.POLITENESS_WAIT.observe(waited)
+    if waited >= 0.001:
+        metrics.HOST_WAIT_SECONDS.labels(origin_of(url)).inc(waited)
+    _count_fetch(purpose, result)
     note = politeness.record(url, result)
     if note:
         result = replace(result, error=f"{result.error}; {note}" if result.error else note)
     return result
+
+
+def _count_fetch(purpose: str, result: FetchResult) -> None:
+    metrics.PAGES_FETCHED.labels(purpose, result.status).inc()
+    metrics.FETCH_SECONDS.labels(purpose).observe(result.elapsed_ms / 1000)
 
 
 def crawl_source(
@@ -153,7 +178,12 @@ def crawl_source(
         _reschedule(conn, settings, source, 0, hint, now, jitter)
         # Nothing new listed, but URLs a dead crawl left pending are taken over.
         ids = store.queue_urls(
-            conn, crawl_id, source.id, [], max_attempts=settings.fetch_retries + 1
+            conn,
+            crawl_id,
+            source.id,
+            [],
+            max_attempts=settings.fetch_retries + 1,
+            on_crawl_end=metrics.observe_crawl_end,
         )
         return CrawlPlan(crawl_id, tuple(ids))
     if not result.ok:
@@ -177,7 +207,12 @@ def crawl_source(
         )
     listed = list_candidates(found, settings.max_urls_per_crawl)
     ids = store.queue_urls(
-        conn, crawl_id, source.id, listed, max_attempts=settings.fetch_retries + 1
+        conn,
+        crawl_id,
+        source.id,
+        listed,
+        max_attempts=settings.fetch_retries + 1,
+        on_crawl_end=metrics.observe_crawl_end,
     )
     store.save_source_validators(
         conn,
@@ -197,6 +232,13 @@ def crawl_source(
         queued=len(ids),
     )
     return CrawlPlan(crawl_id, tuple(ids))
+
+
+def fail_crawl(conn: psycopg.Connection[Any], crawl_id: int, error: str) -> None:
+    """End a crawl whose source could not be read (or whose reading kept crashing)."""
+    seconds = store.fail_crawl(conn, crawl_id, error)
+    if seconds is not None:
+        metrics.observe_crawl_end("failed", seconds)
 
 
 def _reschedule(
@@ -255,7 +297,7 @@ def _fail_source(
         conn, source.id, etag=None, last_modified=None, body=None, ok=False
     )
     _reschedule(conn, settings, source, failures, hint, now, jitter)
-    store.fail_crawl(conn, crawl_id, f"{message} ({result.url})")
+    fail_crawl(conn, crawl_id, f"{message} ({result.url})")
     log.warning("crawl failed", crawl_id=crawl_id, url=result.url, status=status, error=message)
     return CrawlPlan(crawl_id, ())
 
@@ -294,9 +336,7 @@ def _backfill(
         include_root=True,
     )
     if read == 0:
-        store.fail_crawl(
-            conn, crawl_id, f"no readable sitemap for {source.name} ({', '.join(roots)})"
-        )
+        fail_crawl(conn, crawl_id, f"no readable sitemap for {source.name} ({', '.join(roots)})")
         return CrawlPlan(crawl_id, ())
     since = target.backfill_since
     kept = [
@@ -306,7 +346,12 @@ def _backfill(
     ]
     listed = list_candidates(Discovery(candidates=tuple(kept)), settings.backfill_max_urls)
     ids = store.queue_urls(
-        conn, crawl_id, source.id, listed, max_attempts=settings.fetch_retries + 1
+        conn,
+        crawl_id,
+        source.id,
+        listed,
+        max_attempts=settings.fetch_retries + 1,
+        on_crawl_end=metrics.observe_crawl_end,
     )
     log.info(
         "backfill listed URLs",
@@ -433,6 +478,7 @@ def process_article(
     *,
     final_attempt: bool = True,
     politeness: Politeness | None = None,
+    claimant: str | None = None,
 ) -> store.Outcome | Literal["retry"] | None:
     """Fetch, extract and store one frontier URL.
 
@@ -440,10 +486,57 @@ def process_article(
     "retry" when the fetch failed transiently and final_attempt is False: the attempt is
     recorded and the caller schedules another. Raises HostBusy when the host's turn is not
     near: nothing is recorded and the caller schedules the URL for later.
+
+    `claimant` names this attempt (unique per task run, the same when it repeats itself
+    after an outage); a URL whose earlier claimants were lost `settings.max_claims` times
+    fails as worker_lost instead of being tried again.
     """
-    pending = store.pending_url(conn, url_id)
+    claimant = claimant or new_claimant()
+    pending = store.claim_url(conn, url_id, claimant)
     if pending is None:
         return None
+    with structlog.contextvars.bound_contextvars(
+        url_id=url_id, url=pending.url, crawl_id=pending.crawl_id, source=pending.source_name
+    ):
+        if pending.claims >= settings.max_claims:
+            lost = store.FetchRecord(
+                url=pending.url,
+                status="worker_lost",
+                error=f"the worker processing this URL was lost {pending.claims} times "
+                "(killed, out of memory or past the hard time limit); not tried again",
+            )
+            metrics.EXTRACTION_FAILURES.labels("worker_lost").inc()
+            return _finish(conn, url_id, lost, None, settings)
+        try:
+            return _process_claimed(
+                conn, fetcher, settings, pending, claimant, final_attempt, politeness
+            )
+        except HostBusy:
+            # Handed back, not lost: the next claim must not count this one.
+            store.release_claim(conn, url_id, claimant)
+            raise
+
+
+def new_claimant() -> str:
+    """host:pid:attempt, unique per attempt, readable in discovered_urls.claimed_by."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def release_claim(conn: psycopg.Connection[Any], url_id: int, claimant: str) -> None:
+    """The caller reschedules the URL itself (after an error): not a lost worker."""
+    store.release_claim(conn, url_id, claimant)
+
+
+def _process_claimed(
+    conn: psycopg.Connection[Any],
+    fetcher: Fetcher,
+    settings: Settings,
+    pending: store.PendingURL,
+    claimant: str,
+    final_attempt: bool,
+    politeness: Politeness | None,
+) -> store.Outcome | Literal["retry"] | None:
+    url_id = pending.id
     crawl_delay = None
     if politeness is not None:
         verdict = politeness.robots(pending.url, fetcher)
@@ -451,7 +544,7 @@ def process_article(
             denied = store.FetchRecord(
                 url=pending.url, status="robots_denied", error=verdict.reason
             )
-            return store.finish_url(conn, url_id, denied, None)
+            return _finish(conn, url_id, denied, None, settings)
         crawl_delay = verdict.crawl_delay
     policy = policy_for(settings, pending.host_delay, pending.host_concurrency)
     result = polite_fetch(
@@ -462,12 +555,15 @@ def process_article(
             store.record_fetch(
                 conn, fetch_record(result), crawl_id=pending.crawl_id, source_id=pending.source_id
             )
+            store.release_claim(conn, url_id, claimant)
+            log.info("fetch failed, will retry", status=result.status, error=result.error)
             return "retry"
-        return store.finish_url(
-            conn, url_id, fetch_record(result), None, retryable=result.retryable
+        return _finish(
+            conn, url_id, fetch_record(result), None, settings, retryable=result.retryable
         )
     final_url = result.final_url or pending.url
     hints = FeedHints(pending.feed_title, pending.feed_published_at, pending.feed_author)
+    started = time.perf_counter()
     try:
         html, _encoding = decode_body(result.body, result.content_type)
         article = extract_article(
@@ -480,20 +576,54 @@ def process_article(
         )
     except (EmptyExtraction, TooComplex) as exc:
         status = "too_complex" if isinstance(exc, TooComplex) else "empty_extraction"
-        return store.finish_url(
-            conn, url_id, fetch_record(result, status=status, error=str(exc)), None
+        metrics.EXTRACTION_FAILURES.labels(status).inc()
+        return _finish(
+            conn, url_id, fetch_record(result, status=status, error=str(exc)), None, settings
         )
-    return store.finish_url(
+    finally:
+        metrics.EXTRACT_SECONDS.observe(time.perf_counter() - started)
+    return _finish(
         conn,
         url_id,
         fetch_record(result),
         article,
+        settings,
         # Shingles, MinHash and story terms are CPU work: done here, before the
         # transaction takes its locks.
         fingerprint=store.fingerprint_article(article, settings.near_dup_min_words),
+    )
+
+
+def _finish(
+    conn: psycopg.Connection[Any],
+    url_id: int,
+    fetch: store.FetchRecord,
+    article: Article | None,
+    settings: Settings,
+    *,
+    retryable: bool = False,
+    fingerprint: store.Fingerprint | None = None,
+) -> store.Outcome | None:
+    """finish_url, counted and logged: one line per processed URL."""
+    outcome = store.finish_url(
+        conn,
+        url_id,
+        fetch,
+        article,
+        retryable=retryable,
+        fingerprint=fingerprint,
         story_window_days=settings.story_window_days,
         near_dup_min_words=settings.near_dup_min_words,
+        on_crawl_end=metrics.observe_crawl_end,
     )
+    if outcome is None:
+        return None
+    metrics.ARTICLES.labels(outcome).inc()
+    if outcome == "failed":
+        log.warning("article failed", status=fetch.status, error=fetch.error)
+    else:
+        log.info("article processed", outcome=outcome, final_url=fetch.final_url)
+    return outcome
 
 
 def record_worker_error(
@@ -503,11 +633,35 @@ def record_worker_error(
     *,
     status: str = "worker_error",
     retryable: bool = False,
+    settings: Settings | None = None,
 ) -> None:
     """Close a URL whose processing crashed, ran out of time or cannot get its host's turn,
     so its crawl can finish."""
     pending = store.pending_url(conn, url_id)
     if pending is None:
         return
-    record = store.FetchRecord(url=pending.url, status=status, error=error[:2000])
-    store.finish_url(conn, url_id, record, None, retryable=retryable)
+    with structlog.contextvars.bound_contextvars(
+        url_id=url_id, url=pending.url, crawl_id=pending.crawl_id, source=pending.source_name
+    ):
+        record = store.FetchRecord(url=pending.url, status=status, error=error[:2000])
+        if status == "worker_error":
+            metrics.EXTRACTION_FAILURES.labels(status).inc()
+        outcome = store.finish_url(
+            conn, url_id, record, None, retryable=retryable, on_crawl_end=metrics.observe_crawl_end
+        )
+        if outcome is not None:
+            metrics.ARTICLES.labels(outcome).inc()
+            log.warning("article failed", status=status, error=error[:500])
+
+
+def record_attempt_error(conn: psycopg.Connection[Any], url_id: int, error: str) -> None:
+    """A failed attempt that will be retried: a fetches row saying so, the URL left pending."""
+    pending = store.pending_url(conn, url_id)
+    if pending is None:
+        return
+    store.record_fetch(
+        conn,
+        store.FetchRecord(url=pending.url, status="worker_error", error=error[:2000]),
+        crawl_id=pending.crawl_id,
+        source_id=pending.source_id,
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -76,7 +76,21 @@ class Settings(BaseSettings):
     # A crawl holds a lease, renewed by every step its workers take; when its workers die
     # the lease runs out and housekeeping closes it as 'abandoned', so the source can be
     # crawled again and its pending URLs are taken over.
-    crawl_lease: float = Field(default=1800.0, ge=1)
+    crawl_lease: float = Field(default=900.0, ge=1)
+    # Re-dispatching a crawl's lost work this many times without progress abandons it.
+    max_redispatches: int = Field(default=3, ge=0)
+    housekeeping_every: float = Field(default=60.0, gt=0, description="seconds")
+    # Surviving faults. A URL whose worker died this many times in the middle of it fails as
+    # worker_lost (a page that kills its worker must not loop forever).
+    max_claims: int = Field(default=3, ge=1)
+    # Unexpected errors (a bug, a constraint violation) are retried this many times, with
+    # the retry back-off, before the URL fails as worker_error.
+    task_retries: int = Field(default=2, ge=0, le=10)
+    # A task that cannot reach PostgreSQL or Redis waits in place this long (with growing
+    # pauses) for them to come back before it is rescheduled.
+    outage_wait: float = Field(default=60.0, ge=0)
+    # SIGTERM: running tasks get this long to finish; then they are handed back to the broker.
+    shutdown_grace: float = Field(default=30.0, ge=0)
     fetch_retention_days: float = Field(default=30.0, gt=0)
     backfill_max_urls: int = Field(default=5000, ge=1)
     backfill_max_sitemaps: int = Field(default=500, ge=1)
@@ -88,7 +102,17 @@ class Settings(BaseSettings):
 
     sources_file: Path = DEFAULT_SOURCES_FILE
     log_level: str = "INFO"
+    # text for people, json (one object per line) for log collectors.
+    log_format: Literal["text", "json"] = "text"
     worker_concurrency: int | None = Field(default=None, ge=1)
+
+    # Observability. Each worker serves Prometheus metrics for all its processes on this port
+    # (0: no endpoint); workers and beat write a heartbeat to Redis this often.
+    metrics_port: int = Field(default=9810, ge=0, le=65535)
+    metrics_addr: str = "0.0.0.0"
+    heartbeat_every: float = Field(default=10.0, gt=0)
+    # Task events for Flower (Flower also switches them on by itself while it runs).
+    task_events: bool = False
 
     @field_validator("allowed_networks", mode="before")
     @classmethod

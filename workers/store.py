@@ -9,6 +9,7 @@ idempotent under re-delivery: unique keys, ``ON CONFLICT``, and state checks und
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -49,6 +50,8 @@ OUTCOME_COLUMNS: dict[str, str] = {
     "failed": "failures",
 }
 ACTIVE = ("queued", "running")
+# Told when a crawl ends: (status, seconds from queued to its end). For metrics.
+CrawlEndHook = Callable[[str, float], None]
 # Defaults of NEWSAGG_STORY_WINDOW_DAYS and NEWSAGG_NEAR_DUP_MIN_WORDS, for callers without
 # settings (tests, scripts).
 DEFAULT_STORY_WINDOW_DAYS = 3.0
@@ -113,6 +116,9 @@ class PendingURL:
     feed_author: str | None
     host_delay: float | None = None
     host_concurrency: int | None = None
+    # Workers lost in the middle of this URL before this claim (see claim_url).
+    claims: int = 0
+    source_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,6 +320,27 @@ def save_source_validators(
     return int(row[0]) if row else 0
 
 
+def operational_figures(conn: psycopg.Connection[Any]) -> dict[str, float]:
+    """What an operator watches, in one round trip: URLs waiting, crawls in flight, how long
+    the least recently active of them has been idle, unhealthy sources."""
+    row = conn.execute(
+        """
+        SELECT (SELECT count(*) FROM discovered_urls WHERE state = 'pending'),
+               (SELECT count(*) FROM crawls WHERE status IN ('queued', 'running')),
+               (SELECT coalesce(extract(epoch FROM now() - min(last_activity_at)), 0)::float8
+                  FROM crawls WHERE status IN ('queued', 'running')),
+               (SELECT count(*) FROM sources WHERE enabled AND NOT healthy)
+        """
+    ).fetchone()
+    assert row is not None
+    return {
+        "urls_pending": float(row[0]),
+        "crawls_running": float(row[1]),
+        "oldest_idle_seconds": float(row[2]),
+        "sources_unhealthy": float(row[3]),
+    }
+
+
 def source_status(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute("SELECT * FROM source_status ORDER BY name").fetchall()
@@ -385,12 +412,15 @@ def start_crawl(conn: psycopg.Connection[Any], crawl_id: int) -> CrawlTarget | N
     return CrawlTarget(source, row[1], row[2]) if source is not None else None
 
 
-def fail_crawl(conn: psycopg.Connection[Any], crawl_id: int, error: str) -> None:
-    conn.execute(
+def fail_crawl(conn: psycopg.Connection[Any], crawl_id: int, error: str) -> float | None:
+    """Mark an active crawl failed; its duration in seconds, or None if it was not active."""
+    row = conn.execute(
         "UPDATE crawls SET status = 'failed', finished_at = now(), error = %s, "
-        "last_activity_at = now() WHERE id = %s AND status IN ('queued', 'running')",
+        "last_activity_at = now() WHERE id = %s AND status IN ('queued', 'running') "
+        "RETURNING extract(epoch FROM finished_at - queued_at)::float8",
         (error[:2000], crawl_id),
-    )
+    ).fetchone()
+    return row[0] if row else None
 
 
 def claim_due_sources(
@@ -463,20 +493,117 @@ def set_schedule(
     )
 
 
-def abandon_stale_crawls(
-    conn: psycopg.Connection[Any], lease: timedelta, *, now: datetime | None = None
-) -> list[int]:
-    """Close crawls whose lease ran out (no activity for `lease`): their worker is gone."""
-    rows = conn.execute(
-        "UPDATE crawls SET status = 'abandoned', finished_at = coalesce(%(now)s, now()), "
-        "error = 'lease expired: no progress for ' || %(lease)s::interval "
-        "|| '; its worker was probably lost' "
-        "WHERE status IN ('queued', 'running') "
-        "AND last_activity_at < coalesce(%(now)s, now()) - %(lease)s::interval "
-        "RETURNING id",
-        {"lease": lease, "now": now},
-    ).fetchall()
-    return [int(r[0]) for r in rows]
+@dataclass(frozen=True, slots=True)
+class LostWork:
+    """What housekeeping found lost: crawls to read again, URLs to send again, crawls given up."""
+
+    crawls: tuple[int, ...] = ()
+    urls: tuple[int, ...] = ()
+    abandoned: tuple[int, ...] = ()
+
+
+def find_lost_work(
+    conn: psycopg.Connection[Any],
+    lease: timedelta,
+    *,
+    max_redispatches: int,
+    held_urls: set[int] | frozenset[int] = frozenset(),
+    held_crawls: set[int] | frozenset[int] = frozenset(),
+    max_urls: int = 5000,
+    now: datetime | None = None,
+) -> LostWork:
+    """Work whose messages or workers were lost, taken back for re-dispatch.
+
+    `held_urls` and `held_crawls` are the ids the broker still has a message for (waiting
+    in a queue, or taken by a live worker): that work is only late, never doubled.
+    - A crawl idle past its lease is suspect. Its pending URLs that nobody holds (unclaimed,
+      or claimed longer ago than the lease) and that the broker does not hold are lost: a
+      Redis restart dropped their messages, or the worker that had them died. A crawl not
+      started yet, or with nothing pending, lost its own message: its source is read again
+      (discovery is idempotent).
+    - A URL claimed longer ago than the lease lost its worker (a hard time limit, kill -9)
+      whatever its crawl is doing; unless the broker holds it again, it is sent again.
+    Each crawl whose work is sent again counts a re-dispatch and has its lease renewed; one
+    already re-dispatched `max_redispatches` times is abandoned instead, and the next crawl
+    of its source takes over what it left. `now` is the clock (tests pass their own).
+    """
+    params = {"lease": lease, "now": now, "limit": max_urls}
+    with conn.transaction():
+        stale = {
+            int(r[0]): (str(r[1]), int(r[2]))
+            for r in conn.execute(
+                """
+                SELECT id, status, redispatches FROM crawls
+                 WHERE status IN ('queued', 'running')
+                   AND last_activity_at < coalesce(%(now)s, now()) - %(lease)s::interval
+                   FOR UPDATE SKIP LOCKED
+                """,
+                params,
+            ).fetchall()
+        }
+        candidates = conn.execute(
+            """
+            SELECT id, crawl_id FROM discovered_urls
+             WHERE state = 'pending' AND crawl_id = ANY(%(crawls)s)
+               AND (claimed_at IS NULL
+                    OR claimed_at < coalesce(%(now)s, now()) - %(lease)s::interval)
+            UNION
+            SELECT id, crawl_id FROM discovered_urls
+             WHERE state = 'pending' AND claimed_at IS NOT NULL
+               AND claimed_at < coalesce(%(now)s, now()) - %(lease)s::interval
+             LIMIT %(limit)s
+            """,
+            {**params, "crawls": list(stale)},
+        ).fetchall()
+        pending = {
+            int(r[0])
+            for r in conn.execute(
+                "SELECT DISTINCT crawl_id FROM discovered_urls "
+                "WHERE state = 'pending' AND crawl_id = ANY(%s)",
+                (list(stale),),
+            ).fetchall()
+        }
+        lost_urls = [(int(u), c) for u, c in candidates if int(u) not in held_urls]
+        lost_crawls = [
+            c
+            for c, (status, _) in stale.items()
+            if (status == "queued" or c not in pending) and c not in held_crawls
+        ]
+        touched = {c for _, c in lost_urls if c is not None} | set(lost_crawls)
+        abandoned = sorted(c for c in touched if c in stale and stale[c][1] >= max_redispatches)
+        if abandoned:
+            conn.execute(
+                """
+                UPDATE crawls
+                   SET status = 'abandoned', finished_at = coalesce(%(now)s, now()),
+                       error = 'its work was lost again after ' || redispatches
+                               || ' re-dispatches (no progress for ' || %(lease)s::interval
+                               || ' each time)'
+                 WHERE id = ANY(%(ids)s)
+                """,
+                {**params, "ids": abandoned},
+            )
+        gone = set(abandoned)
+        resent_crawls = [c for c in touched if c not in gone]
+        conn.execute(
+            "UPDATE crawls SET redispatches = redispatches + 1, "
+            "last_activity_at = coalesce(%(now)s, now()) "
+            "WHERE id = ANY(%(ids)s) AND status IN ('queued', 'running')",
+            {**params, "ids": resent_crawls},
+        )
+        urls = sorted(u for u, c in lost_urls if c not in gone)
+        # A claimed URL sent again keeps its claim (the next claim counts the lost worker)
+        # with a fresh time, so the next run does not send it again.
+        conn.execute(
+            "UPDATE discovered_urls SET claimed_at = coalesce(%(now)s, now()) "
+            "WHERE id = ANY(%(ids)s) AND claimed_at IS NOT NULL",
+            {**params, "ids": urls},
+        )
+    return LostWork(
+        crawls=tuple(sorted(c for c in lost_crawls if c not in gone)),
+        urls=tuple(urls),
+        abandoned=tuple(abandoned),
+    )
 
 
 def prune_fetches(
@@ -512,6 +639,7 @@ def queue_urls(
     listed: list[Listed],
     *,
     max_attempts: int,
+    on_crawl_end: CrawlEndHook | None = None,
 ) -> list[int]:
     """Record what a crawl listed; return the ids of URLs to process.
 
@@ -574,11 +702,14 @@ def queue_urls(
             """,
             {"found": len(listed), "new": sum(1 for r in rows if r[0]), "crawl": crawl_id},
         )
-        conn.execute(
+        done = conn.execute(
             "UPDATE crawls SET status = 'finished', finished_at = now() "
-            "WHERE id = %s AND status = 'running' AND urls_done >= urls_queued",
+            "WHERE id = %s AND status = 'running' AND urls_done >= urls_queued "
+            "RETURNING extract(epoch FROM finished_at - queued_at)::float8",
             (crawl_id,),
-        )
+        ).fetchone()
+    if done is not None and on_crawl_end is not None:
+        on_crawl_end("finished", done[0])
     return ids
 
 
@@ -587,11 +718,49 @@ def pending_url(conn: psycopg.Connection[Any], url_id: int) -> PendingURL | None
     with conn.cursor(row_factory=class_row(PendingURL)) as cur:
         return cur.execute(
             "SELECT d.id, d.url, d.source_id, d.crawl_id, d.feed_title, d.feed_published_at, "
-            "d.feed_author, s.host_delay, s.host_concurrency "
+            "d.feed_author, s.host_delay, s.host_concurrency, d.claims, s.name AS source_name "
             "FROM discovered_urls d LEFT JOIN sources s ON s.id = d.source_id "
             "WHERE d.id = %s AND d.state = 'pending'",
             (url_id,),
         ).fetchone()
+
+
+def claim_url(conn: psycopg.Connection[Any], url_id: int, claimant: str) -> PendingURL | None:
+    """Take a pending URL for processing; None when it is done, failed for good, or gone.
+
+    A claim that is never let go (finish_url or release_claim) is a worker lost in the middle
+    of the URL; the next claim by another attempt counts it, so `claims` in the result is how
+    many workers this URL has cost so far. Claiming again with the same claimant (one attempt
+    retrying in place after an outage) counts nothing.
+    """
+    with conn.cursor(row_factory=class_row(PendingURL)) as cur:
+        return cur.execute(
+            """
+            WITH claimed AS (
+                UPDATE discovered_urls
+                   SET claims = claims + (claimed_at IS NOT NULL
+                                          AND claimed_by IS DISTINCT FROM %(who)s)::int,
+                       claimed_at = now(), claimed_by = %(who)s
+                 WHERE id = %(id)s AND state = 'pending'
+                RETURNING id, url, source_id, crawl_id, feed_title, feed_published_at,
+                          feed_author, claims
+            )
+            SELECT c.id, c.url, c.source_id, c.crawl_id, c.feed_title, c.feed_published_at,
+                   c.feed_author, s.host_delay, s.host_concurrency, c.claims,
+                   s.name AS source_name
+              FROM claimed c LEFT JOIN sources s ON s.id = c.source_id
+            """,
+            {"id": url_id, "who": claimant},
+        ).fetchone()
+
+
+def release_claim(conn: psycopg.Connection[Any], url_id: int, claimant: str) -> None:
+    """Let go of a URL without finishing it (it is rescheduled): not a lost worker."""
+    conn.execute(
+        "UPDATE discovered_urls SET claimed_at = NULL "
+        "WHERE id = %s AND state = 'pending' AND claimed_by = %s",
+        (url_id, claimant),
+    )
 
 
 def record_fetch(
@@ -633,15 +802,18 @@ def finish_url(
     fingerprint: Fingerprint | None = None,
     story_window_days: float = DEFAULT_STORY_WINDOW_DAYS,
     near_dup_min_words: int = DEFAULT_NEAR_DUP_MIN_WORDS,
+    on_crawl_end: CrawlEndHook | None = None,
 ) -> Outcome | None:
     """Store what processing one URL found, exactly once.
 
     In one transaction: lock the URL row; if it is no longer pending (a redelivered task
     already did this), do nothing and return None. Otherwise store the article (when there
     is one), the fetches row, the URL's new state and the crawl's counters, and finish the
-    crawl if this was its last URL. Pass the article's `fingerprint_article` to keep its
-    CPU work out of the transaction; the other keywords are `store_article`'s.
+    crawl if this was its last URL (then `on_crawl_end("finished", seconds)` is called after
+    the commit). Pass the article's `fingerprint_article` to keep its CPU work out of the
+    transaction; the other keywords are `store_article`'s.
     """
+    finished: float | None = None
     with conn.transaction():
         row = conn.execute(
             "SELECT crawl_id, source_id FROM discovered_urls "
@@ -665,8 +837,8 @@ def finish_url(
         record_fetch(conn, fetch, crawl_id=crawl_id, source_id=source_id, article_id=article_id)
         conn.execute(
             "UPDATE discovered_urls SET state = %s, attempts = attempts + 1, last_status = %s, "
-            "retryable = %s, article_id = coalesce(%s, article_id), processed_at = now() "
-            "WHERE id = %s",
+            "retryable = %s, article_id = coalesce(%s, article_id), processed_at = now(), "
+            "claimed_at = NULL WHERE id = %s",
             (
                 "failed" if outcome == "failed" else "done",
                 fetch.status,
@@ -675,15 +847,19 @@ def finish_url(
                 url_id,
             ),
         )
-        if crawl_id is not None:
-            count_outcome(conn, crawl_id, outcome)
+        finished = count_outcome(conn, crawl_id, outcome) if crawl_id is not None else None
+    if finished is not None and on_crawl_end is not None:
+        on_crawl_end("finished", finished)
     return outcome
 
 
-def count_outcome(conn: psycopg.Connection[Any], crawl_id: int, outcome: Outcome) -> None:
-    """Add one processed URL to a crawl; the update that processes its last URL finishes it."""
+def count_outcome(conn: psycopg.Connection[Any], crawl_id: int, outcome: Outcome) -> float | None:
+    """Add one processed URL to a crawl; the update that processes its last URL finishes it.
+
+    Returns the crawl's duration in seconds when this update finished it, else None.
+    """
     column = sql.Identifier(OUTCOME_COLUMNS[outcome])
-    conn.execute(
+    row = conn.execute(
         sql.SQL(
             """
             UPDATE crawls
@@ -693,10 +869,13 @@ def count_outcome(conn: psycopg.Connection[Any], crawl_id: int, outcome: Outcome
                    finished_at = CASE WHEN status = 'running' AND urls_done + 1 >= urls_queued
                                       THEN now() ELSE finished_at END
              WHERE id = %s
+            RETURNING CASE WHEN status = 'finished' AND finished_at = now()
+                           THEN extract(epoch FROM finished_at - queued_at)::float8 END
             """
         ).format(col=column),
         (crawl_id,),
-    )
+    ).fetchone()
+    return row[0] if row else None
 
 
 # -- articles ---------------------------------------------------------------------------

@@ -1,21 +1,33 @@
 """Thin Celery tasks: take ids, open per-process resources, call one pipeline function.
 
 Names are explicit and stable (they are the wire format between beat, CLI and workers).
-Retries happen only for transient network failures, with backoff; anything else becomes a
-fetches row, so a task never crash-loops on one bad page.
+What each failure costs:
+- a transient fetch failure: a retry with back-off (settings.fetch_retries), then a
+  failure row;
+- PostgreSQL or Redis unreachable: the task waits in place for them (settings.outage_wait),
+  then reschedules itself; its work is never recorded as the page's fault;
+- an unexpected error: a fetches row per attempt, settings.task_retries retries with
+  back-off, then a failure row, so one poisonous page never loops and never blocks the rest;
+- a worker killed mid-task: the message comes back (reject on worker lost) and the URL's
+  claim counts it; after settings.max_claims the URL fails as worker_lost.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Literal
+from typing import Literal, TypeVar
 
+import psycopg
+import psycopg_pool
+import redis
 import structlog
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from trafilatura.meta import reset_caches
 
-from workers import pipeline, store
+from workers import broker, metrics, pipeline, store
 from workers.app import app, resources, settings
 from workers.politeness import HostBusy
 
@@ -26,15 +38,54 @@ MAX_COUNTDOWN = 600.0
 # trafilatura and htmldate keep LRU caches per process; clear them now and then.
 RESET_CACHES_EVERY = 200
 _processed = 0
+# Errors that mean a service is unreachable, not that the page is bad.
+OUTAGES: tuple[type[Exception], ...] = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg_pool.PoolTimeout,
+    redis.ConnectionError,
+    redis.TimeoutError,
+)
 
 log = structlog.get_logger("newsagg.tasks")
+T = TypeVar("T")
+
+
+class Outage(Exception):
+    """A service stayed unreachable longer than settings.outage_wait."""
+
+
+def through_outages(work: Callable[[], T]) -> T:
+    """Run work, repeating it while PostgreSQL or Redis is unreachable, up to
+    settings.outage_wait; the pool replaces broken connections between tries."""
+    deadline = time.monotonic() + settings.outage_wait
+    pause = 0.5
+    while True:
+        try:
+            return work()
+        except OUTAGES as exc:
+            service = "redis" if isinstance(exc, redis.RedisError) else "postgres"
+            if time.monotonic() + pause > deadline:
+                raise Outage(f"{service} unreachable: {exc}") from exc
+            metrics.OUTAGE_WAITS.labels(service).inc()
+            log.warning("service unreachable, waiting", service=service, error=str(exc)[:300])
+            time.sleep(pause)
+            pause = min(pause * 2, 10.0)
 
 
 @app.task(name="workers.dispatch_due_sources", ignore_result=True)
 def dispatch_due_sources() -> int:
-    """Claim due sources in Postgres and enqueue one crawl each."""
-    with resources.pool.connection() as conn:
-        claimed = store.claim_due_sources(conn)
+    """Claim due sources in Postgres and enqueue one crawl each.
+
+    If enqueueing fails (Redis down), the crawls stay queued in Postgres and housekeeping
+    sends them once their lease runs out.
+    """
+
+    def claim() -> list[tuple[int, int]]:
+        with resources.pool.connection() as conn:
+            return store.claim_due_sources(conn)
+
+    claimed = through_outages(claim)
     for crawl_id, _source_id in claimed:
         crawl_source.delay(crawl_id)
     if claimed:
@@ -48,24 +99,48 @@ def dispatch_due_sources() -> int:
     ignore_result=True,
     time_limit=300,
     soft_time_limit=240,
-    max_retries=20,
+    max_retries=None,  # host waits and outages are bounded by time, errors by task_retries
 )
-def crawl_source(self: Task, crawl_id: int) -> int:
+def crawl_source(self: Task, crawl_id: int, errors: int = 0) -> int:
     """Read one source and enqueue its new article URLs."""
-    try:
+    structlog.contextvars.bind_contextvars(crawl_id=crawl_id)
+
+    def crawl() -> pipeline.CrawlPlan:
         with resources.pool.connection() as conn:
-            plan = pipeline.crawl_source(
+            return pipeline.crawl_source(
                 conn, resources.fetcher, settings, crawl_id, politeness=resources.politeness
             )
+
+    try:
+        plan = through_outages(crawl)
     except HostBusy as busy:
-        raise self.retry(countdown=min(busy.wait, MAX_COUNTDOWN)) from None
+        raise self.retry(
+            countdown=min(busy.wait, MAX_COUNTDOWN), kwargs={"errors": errors}
+        ) from None
+    except Outage as exc:
+        raise self.retry(countdown=30, exc=exc, kwargs={"errors": errors}) from None
     except SoftTimeLimitExceeded:
-        with resources.pool.connection() as conn:
-            store.fail_crawl(conn, crawl_id, "reading the source exceeded the task time limit")
+        _fail_crawl(crawl_id, "reading the source exceeded the task time limit")
+        return 0
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        log.exception("crawl_source failed", attempt=errors + 1)
+        if errors < settings.task_retries:
+            countdown = min(settings.retry_backoff * (2**errors), MAX_COUNTDOWN)
+            raise self.retry(countdown=countdown, kwargs={"errors": errors + 1}) from None
+        _fail_crawl(crawl_id, f"reading the source failed {errors + 1} times: {error}")
         return 0
     for url_id in plan.url_ids:
         process_article.delay(url_id)
     return len(plan.url_ids)
+
+
+def _fail_crawl(crawl_id: int, error: str) -> None:
+    def fail() -> None:
+        with resources.pool.connection() as conn:
+            pipeline.fail_crawl(conn, crawl_id, error)
+
+    through_outages(fail)
 
 
 @app.task(
@@ -74,61 +149,127 @@ def crawl_source(self: Task, crawl_id: int) -> int:
     ignore_result=True,
     time_limit=120,
     soft_time_limit=90,
-    max_retries=None,  # fetch failures bounded by settings.fetch_retries, pacing by time
+    max_retries=None,  # bounded by settings.fetch_retries / task_retries; host waits by time
 )
-def process_article(self: Task, url_id: int, failures: int = 0) -> str | None:
+def process_article(self: Task, url_id: int, failures: int = 0, errors: int = 0) -> str | None:
     """Fetch, extract and store one article URL.
 
-    `failures` counts transient fetch failures so far; waits for the host's turn are
-    retries too but do not count.
+    `failures` counts transient fetch failures so far, `errors` unexpected errors; waits for
+    the host's turn and outages are retries too but count in neither.
     """
     global _processed
+    structlog.contextvars.bind_contextvars(url_id=url_id)
+    claimant = pipeline.new_claimant()
     final = failures >= settings.fetch_retries
-    try:
+    retry_kwargs = {"failures": failures, "errors": errors}
+
+    def process() -> store.Outcome | Literal["retry"] | None:
         with resources.pool.connection() as conn:
-            outcome = pipeline.process_article(
+            return pipeline.process_article(
                 conn,
                 resources.fetcher,
                 settings,
                 url_id,
                 final_attempt=final,
                 politeness=resources.politeness,
+                claimant=claimant,
             )
+
+    try:
+        outcome = through_outages(process)
     except HostBusy as busy:
+        host = busy.origin
+        metrics.HOST_BUSY.labels(host).inc()
         if busy.wait > MAX_COUNTDOWN:
             return _give_up(url_id, str(busy), status="host_backoff", retryable=True)
-        raise self.retry(countdown=busy.wait, kwargs={"failures": failures}) from None
+        metrics.HOST_WAIT_SECONDS.labels(host).inc(busy.wait)
+        raise self.retry(countdown=busy.wait, kwargs=retry_kwargs) from None
+    except Outage as exc:
+        _release(url_id, claimant)
+        raise self.retry(countdown=30, exc=exc, kwargs=retry_kwargs) from None
     except SoftTimeLimitExceeded:
         outcome = _give_up(url_id, "processing exceeded the 90 s task time limit")
     except Exception as exc:
-        log.exception("process_article failed", url_id=url_id)
-        outcome = _give_up(url_id, f"{type(exc).__name__}: {exc}")
+        error = f"{type(exc).__name__}: {exc}"
+        log.exception("process_article failed", attempt=errors + 1)
+        if errors < settings.task_retries:
+            _record_attempt(url_id, claimant, f"attempt {errors + 1} failed, will retry: {error}")
+            countdown = min(settings.retry_backoff * (2**errors), MAX_COUNTDOWN)
+            raise self.retry(
+                countdown=countdown, kwargs={**retry_kwargs, "errors": errors + 1}
+            ) from None
+        outcome = _give_up(url_id, f"failed {errors + 1} times: {error}")
     _processed += 1
     if _processed % RESET_CACHES_EVERY == 0:
         reset_caches()
     if outcome == "retry":
         countdown = min(settings.retry_backoff * (2**failures), MAX_COUNTDOWN)
-        raise self.retry(countdown=countdown, kwargs={"failures": failures + 1})
+        raise self.retry(countdown=countdown, kwargs={**retry_kwargs, "failures": failures + 1})
     return outcome
 
 
 def _give_up(
     url_id: int, error: str, *, status: str = "worker_error", retryable: bool = False
 ) -> Literal["failed"]:
-    with resources.pool.connection() as conn:
-        pipeline.record_worker_error(conn, url_id, error, status=status, retryable=retryable)
+    def record() -> None:
+        with resources.pool.connection() as conn:
+            pipeline.record_worker_error(conn, url_id, error, status=status, retryable=retryable)
+
+    through_outages(record)
     return "failed"
+
+
+def _record_attempt(url_id: int, claimant: str, error: str) -> None:
+    def record() -> None:
+        with resources.pool.connection() as conn:
+            pipeline.record_attempt_error(conn, url_id, error)
+            pipeline.release_claim(conn, url_id, claimant)
+
+    through_outages(record)
+
+
+def _release(url_id: int, claimant: str) -> None:
+    try:
+        with resources.pool.connection(timeout=2.0) as conn:
+            pipeline.release_claim(conn, url_id, claimant)
+    except OUTAGES:
+        pass  # counted as a lost worker; harmless below settings.max_claims
 
 
 @app.task(name="workers.housekeeping", ignore_result=True)
 def housekeeping() -> int:
-    """Release crawls whose lease ran out (their worker vanished) so their sources can be
-    crawled again, and prune fetches rows past their retention."""
-    with resources.pool.connection() as conn:
-        abandoned = store.abandon_stale_crawls(conn, timedelta(seconds=settings.crawl_lease))
-        pruned = store.prune_fetches(conn, timedelta(days=settings.fetch_retention_days))
-    if abandoned:
-        log.warning("abandoned crawls whose lease expired", crawls=abandoned)
+    """Send again the work whose messages or workers were lost (crawl and URL leases),
+    abandon crawls that keep losing it, and prune fetches rows past their retention."""
+
+    def find() -> tuple[store.LostWork, int]:
+        lease = settings.crawl_lease
+        # What the broker still holds is late, not lost (read before the database, so a
+        # message taken meanwhile shows up there as a claim).
+        held_urls = broker.held_ids(resources.redis, "articles", process_article.name, lease)
+        held_crawls = broker.held_ids(resources.redis, "crawl", crawl_source.name, lease)
+        with resources.pool.connection() as conn:
+            lost = store.find_lost_work(
+                conn,
+                timedelta(seconds=lease),
+                max_redispatches=settings.max_redispatches,
+                held_urls=held_urls,
+                held_crawls=held_crawls,
+            )
+            pruned = store.prune_fetches(conn, timedelta(days=settings.fetch_retention_days))
+        return lost, pruned
+
+    lost, pruned = through_outages(find)
+    for crawl_id in lost.crawls:
+        crawl_source.delay(crawl_id)
+    for url_id in lost.urls:
+        process_article.delay(url_id)
+    metrics.LOST_WORK.labels("crawl").inc(len(lost.crawls))
+    metrics.LOST_WORK.labels("url").inc(len(lost.urls))
+    metrics.LOST_WORK.labels("abandoned").inc(len(lost.abandoned))
+    if lost.crawls or lost.urls:
+        log.warning("re-dispatched lost work", crawls=list(lost.crawls), urls=len(lost.urls))
+    if lost.abandoned:
+        log.warning("abandoned crawls that kept losing their work", crawls=list(lost.abandoned))
     if pruned:
         log.info("pruned old fetches rows", rows=pruned)
-    return len(abandoned)
+    return len(lost.crawls) + len(lost.urls)

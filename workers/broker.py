@@ -1,0 +1,81 @@
+"""What the broker holds: queue depths, and which ids still have a message somewhere.
+
+Kombu's Redis transport keeps each queue as a list named after it and every message a
+worker has taken but not acknowledged in the hash ``unacked`` (with its delivery time in the
+sorted set ``unacked_index``); a worker that dies with messages taken leaves them there until
+the visibility timeout (an hour) puts them back. Housekeeping asks this module before it
+sends work again, so a message that is merely waiting in a long queue is never doubled,
+while one that was lost (Redis restarted, its worker killed) comes back within the lease.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+
+UNACKED, UNACKED_INDEX = "unacked", "unacked_index"
+_ARGS = re.compile(r"^\((\d+),?")
+_BATCH = 1000
+
+
+def queue_depths(client: redis.Redis, queues: Iterable[str]) -> dict[str, int]:
+    names = list(queues)
+    with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.llen(name)
+        pipe.hlen(UNACKED)
+        lengths = pipe.execute()
+    depths = {name: int(n) for name, n in zip(names, lengths, strict=False)}
+    depths[UNACKED] = int(lengths[-1])
+    return depths
+
+
+def _first_arg(message: Any, task: str) -> int | None:
+    """The first positional argument of a task message of `task` (raw or decoded), if any."""
+    try:
+        decoded = json.loads(message) if isinstance(message, str | bytes) else message
+        headers = decoded["headers"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if headers.get("task") != task:
+        return None
+    match = _ARGS.match(str(headers.get("argsrepr", "")))
+    return int(match[1]) if match else None
+
+
+def held_ids(client: redis.Redis, queue: str, task: str, unacked_within: float) -> set[int]:
+    """First arguments (url or crawl ids) of `task` messages still waiting in `queue`, or
+    taken by a worker less than `unacked_within` seconds ago (older ones were taken by a
+    worker that is gone: the lease is longer than any task runs or waits)."""
+    held: set[int] = set()
+    start = 0
+    while True:
+        batch = client.lrange(queue, start, start + _BATCH - 1)
+        for raw in batch:
+            found = _first_arg(raw, task)
+            if found is not None:
+                held.add(found)
+        if len(batch) < _BATCH:
+            break
+        start += _BATCH
+    recent: list[bytes] = list(
+        client.zrangebyscore(UNACKED_INDEX, time.time() - unacked_within, "+inf")  # type: ignore[arg-type]
+    )
+    for offset in range(0, len(recent), _BATCH):
+        tags = recent[offset : offset + _BATCH]
+        for entry in client.hmget(UNACKED, tags):
+            if entry is None:
+                continue
+            try:
+                message = json.loads(entry)[0]
+            except (ValueError, IndexError, TypeError):
+                continue
+            found = _first_arg(message, task)
+            if found is not None:
+                held.add(found)
+    return held
