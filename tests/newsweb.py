@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -73,6 +73,8 @@ class NewsWeb:
     delay: float = 0.0
     slow: dict[str, float] = field(default_factory=dict)
     requests: Counter[str] = field(default_factory=Counter)
+    # Called on every request (the benchmark records when crawling started and ended).
+    on_request: Callable[[], None] | None = None
 
     @property
     def pages(self) -> list[tuple[Host, Page]]:
@@ -205,6 +207,8 @@ class _Server:
                     headers[key.strip().lower()] = value.strip()
                 status, ctype, body = self.answer(host, target, headers.get("host", ""))
                 self.web.requests[target] += 1
+                if self.web.on_request is not None:
+                    self.web.on_request()
                 pause = self.web.slow.get(target, self.web.delay if ctype == "text/html" else 0)
                 if pause:
                     await asyncio.sleep(pause)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from typing import Any
@@ -186,8 +187,17 @@ class Resources:
 resources = Resources(settings)
 
 
+def _terminated(signum: int, _frame: Any) -> None:
+    # Celery's cold shutdown and billiard stop a child with SIGTERM; by default it dies on
+    # the spot. As an exception it unwinds the task, which lets go of its URL's claim first
+    # (tasks.process_article): the message goes back to the queue, and a deploy is not
+    # counted as a lost worker.
+    raise SystemExit(128 + signum)
+
+
 @worker_process_init.connect
 def open_resources(**_: Any) -> None:
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         resources.pool.wait(timeout=3.0)
     except Exception as exc:  # PostgreSQL down: tasks wait for it, the child must not die

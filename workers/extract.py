@@ -47,6 +47,9 @@ from trafilatura.utils import load_html
 
 from workers.dedup import InvalidURL, canonicalise_url, same_site
 
+# No article is this long; a text that is would not fit the full-text index either
+# (PostgreSQL's tsvector holds at most 1 MB), failing its row on every try.
+MAX_TEXT_CHARS = 300_000
 # Separators sites put between headline and site name ("Title | CBC News", "Title - BBC").
 _TITLE_SEPARATORS = re.compile(r"\s+(?:\||-|–|—|::|·|•|»|/)\s+")
 _HTML_LANG = re.compile(
@@ -558,6 +561,8 @@ def extract_article(
     if len(text) < min_text_chars:
         found = f"{len(text)} characters" if text else "no main text"
         raise EmptyExtraction(f"{found} extracted (minimum {min_text_chars})")
+    if len(text) > MAX_TEXT_CHARS:
+        raise TooComplex(f"{len(text):,} characters of text: longer than any article")
     host = urlsplit(url).hostname
     sitename = (doc.sitename or "").strip() or None
     authors = split_authors(doc.author) or split_authors(hints.author)

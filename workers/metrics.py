@@ -284,26 +284,23 @@ def compact(alive: Iterable[int], directory: str | None = None) -> int:
     return folded
 
 
-def registry(queues: tuple[str, ...] = ()) -> CollectorRegistry:
-    """The registry a worker serves: every process's counters plus the shared state."""
-    reg = CollectorRegistry()
-    multiprocess.MultiProcessCollector(reg)
-    if queues:
-        reg.register(SharedStateCollector(queues))
-    return reg
+class _Registry(CollectorRegistry):
+    """What a worker serves: every process's counters (read under the files lock, so no
+    scrape meets a compaction half done) and the shared state (read outside it: a slow
+    Redis or PostgreSQL must not hold up the worker's timer, which compacts)."""
 
-
-class _LockedRegistry(CollectorRegistry):
-    """A registry whose collection waits for a running compaction."""
-
-    def __init__(self, inner: CollectorRegistry) -> None:
+    def __init__(self, queues: tuple[str, ...]) -> None:
         super().__init__(auto_describe=False)
-        self.inner = inner
+        self.files = CollectorRegistry()
+        multiprocess.MultiProcessCollector(self.files)
+        self.shared = SharedStateCollector(queues) if queues else None
 
     def collect(self) -> Iterator[Any]:
         with _files_lock:
-            metrics = list(self.inner.collect())
+            metrics = list(self.files.collect())
         yield from metrics
+        if self.shared is not None:
+            yield from self.shared.collect()
 
 
 _server_lock = threading.Lock()
@@ -311,8 +308,8 @@ _server_started = False
 
 
 def serve(port: int, queues: tuple[str, ...], addr: str = "0.0.0.0") -> bool:
-    """Serve /metrics for every process of this worker; False when the port is taken
-    (another worker on this host serves it already) or the endpoint is off (port 0)."""
+    """Serve /metrics for every process of this worker; False when the endpoint is off
+    (port 0) or the port is taken (two workers on one host need a port each)."""
     global _server_started
     if port == 0:
         return False
@@ -320,9 +317,15 @@ def serve(port: int, queues: tuple[str, ...], addr: str = "0.0.0.0") -> bool:
         if _server_started:
             return True
         try:
-            start_http_server(port, addr=addr, registry=_LockedRegistry(registry(queues)))
+            start_http_server(port, addr=addr, registry=_Registry(queues))
         except OSError as exc:
-            log.warning("metrics endpoint not started on %s:%s: %s", addr, port, exc)
+            log.error(
+                "metrics endpoint not started on %s:%s: %s (another worker on this host? "
+                "give each its own NEWSAGG_METRICS_PORT)",
+                addr,
+                port,
+                exc,
+            )
             return False
         _server_started = True
         log.info("metrics served on http://%s:%s/metrics", addr, port)

@@ -76,11 +76,13 @@ class Check:
 
 
 def check_database(settings: Settings, timeout: float = 5.0) -> Check:
+    from workers import store
+
     try:
         with psycopg.connect(
             settings.database_url, connect_timeout=max(1, int(timeout)), autocommit=True
         ) as conn:
-            conn.execute("SELECT 1 FROM sources LIMIT 1")
+            store.check_schema(conn)
         return Check("database", True, "reachable, schema present")
     except psycopg.Error as exc:
         return Check("database", False, str(exc).strip().splitlines()[0][:300])
@@ -150,7 +152,10 @@ class WorkerMonitor(bootsteps.StartStopStep):  # type: ignore[misc]
     def beat(self, parent: Any) -> None:
         children = _pool_pids(parent)
         try:
-            metrics.compact([os.getpid(), *children])
+            # Without the list of living children nothing is folded: a living child's file
+            # must never be.
+            if children is not None:
+                metrics.compact([os.getpid(), *children])
         except Exception:  # metrics must never take the worker down
             log.exception("cannot compact the metrics files")
         if self.client is None:
@@ -161,7 +166,7 @@ class WorkerMonitor(bootsteps.StartStopStep):  # type: ignore[misc]
                 "worker",
                 parent.hostname,
                 self.settings.heartbeat_every,
-                processes=len(children),
+                processes=len(children or ()),
                 concurrency=parent.concurrency,
                 active=len(worker_state.active_requests),
                 tasks=worker_state.all_total_count[0],
@@ -171,11 +176,11 @@ class WorkerMonitor(bootsteps.StartStopStep):  # type: ignore[misc]
             log.warning("cannot write the worker heartbeat: %s", exc)
 
 
-def _pool_pids(parent: Any) -> list[int]:
+def _pool_pids(parent: Any) -> list[int] | None:
     try:
-        return [int(p) for p in parent.pool.info.get("processes", [])]
+        return [int(p) for p in parent.pool.info["processes"]]
     except Exception:
-        return []
+        return None
 
 
 def arm_shutdown_grace(grace: float) -> None:

@@ -139,6 +139,7 @@ def crawl_source(
         log.info("crawl not active, nothing to do", crawl_id=crawl_id)
         return CrawlPlan(crawl_id, ())
     source = target.source
+    structlog.contextvars.bind_contextvars(crawl_id=crawl_id, source=source.name)
     policy = policy_for(settings, source.host_delay, source.host_concurrency)
     if target.trigger == "backfill":
         return _backfill(conn, fetcher, settings, politeness, policy, crawl_id, target)
@@ -453,13 +454,21 @@ def _sitemap_key(url: str) -> str:
         return url
 
 
+# Longer URLs are not articles (and would not fit a btree index entry: PostgreSQL refuses
+# keys over about 2,700 bytes, every time, which would make the crawl fail again and again).
+MAX_URL_LENGTH = 2000
+
+
 def list_candidates(found: Discovery, limit: int) -> list[store.Listed]:
-    """Canonicalise, drop unusable and repeated URLs, keep the first `limit` (newest first)."""
+    """Canonicalise, drop unusable, over-long and repeated URLs, keep the first `limit`
+    (newest first)."""
     listed: dict[str, store.Listed] = {}
     for candidate in found.candidates:
         try:
             url = canonicalise_url(candidate.url)
         except InvalidURL:
+            continue
+        if len(url.encode("utf-8", "replace")) > MAX_URL_LENGTH:
             continue
         if url not in listed:
             listed[url] = store.Listed(
@@ -495,26 +504,28 @@ def process_article(
     pending = store.claim_url(conn, url_id, claimant)
     if pending is None:
         return None
-    with structlog.contextvars.bound_contextvars(
+    # Bound for the rest of the task (the task's end clears it), so that every line logged
+    # about this page, an error's traceback included, says which page.
+    structlog.contextvars.bind_contextvars(
         url_id=url_id, url=pending.url, crawl_id=pending.crawl_id, source=pending.source_name
-    ):
-        if pending.claims >= settings.max_claims:
-            lost = store.FetchRecord(
-                url=pending.url,
-                status="worker_lost",
-                error=f"the worker processing this URL was lost {pending.claims} times "
-                "(killed, out of memory or past the hard time limit); not tried again",
-            )
-            metrics.EXTRACTION_FAILURES.labels("worker_lost").inc()
-            return _finish(conn, url_id, lost, None, settings)
-        try:
-            return _process_claimed(
-                conn, fetcher, settings, pending, claimant, final_attempt, politeness
-            )
-        except HostBusy:
-            # Handed back, not lost: the next claim must not count this one.
-            store.release_claim(conn, url_id, claimant)
-            raise
+    )
+    if pending.claims >= settings.max_claims:
+        lost = store.FetchRecord(
+            url=pending.url,
+            status="worker_lost",
+            error=f"the worker processing this URL was lost {pending.claims} times "
+            "(killed, out of memory or past the hard time limit); not tried again",
+        )
+        metrics.EXTRACTION_FAILURES.labels("worker_lost").inc()
+        return _finish(conn, url_id, lost, None, settings)
+    try:
+        return _process_claimed(
+            conn, fetcher, settings, pending, claimant, final_attempt, politeness
+        )
+    except HostBusy:
+        # Handed back, not lost: the next claim must not count this one.
+        store.release_claim(conn, url_id, claimant)
+        raise
 
 
 def new_claimant() -> str:
@@ -640,18 +651,18 @@ def record_worker_error(
     pending = store.pending_url(conn, url_id)
     if pending is None:
         return
-    with structlog.contextvars.bound_contextvars(
+    structlog.contextvars.bind_contextvars(
         url_id=url_id, url=pending.url, crawl_id=pending.crawl_id, source=pending.source_name
-    ):
-        record = store.FetchRecord(url=pending.url, status=status, error=error[:2000])
-        if status == "worker_error":
-            metrics.EXTRACTION_FAILURES.labels(status).inc()
-        outcome = store.finish_url(
-            conn, url_id, record, None, retryable=retryable, on_crawl_end=metrics.observe_crawl_end
-        )
-        if outcome is not None:
-            metrics.ARTICLES.labels(outcome).inc()
-            log.warning("article failed", status=status, error=error[:500])
+    )
+    record = store.FetchRecord(url=pending.url, status=status, error=error[:2000])
+    if status == "worker_error":
+        metrics.EXTRACTION_FAILURES.labels(status).inc()
+    outcome = store.finish_url(
+        conn, url_id, record, None, retryable=retryable, on_crawl_end=metrics.observe_crawl_end
+    )
+    if outcome is not None:
+        metrics.ARTICLES.labels(outcome).inc()
+        log.warning("article failed", status=status, error=error[:500])
 
 
 def record_attempt_error(conn: psycopg.Connection[Any], url_id: int, error: str) -> None:

@@ -30,6 +30,8 @@ from urllib.parse import urlsplit
 
 from protego import Protego
 
+from workers import metrics
+
 if TYPE_CHECKING:
     import redis
 
@@ -181,6 +183,8 @@ class Politeness:
         # RFC 9309: 4xx means no rules; a server error or no answer means "assume full
         # disallow" (cached briefly, so a passing outage costs minutes, not a day).
         result = fetcher.fetch(f"{origin}/robots.txt", expect="text", max_bytes=500_000)
+        metrics.PAGES_FETCHED.labels("robots", result.status).inc()
+        metrics.FETCH_SECONDS.labels("robots").observe(result.elapsed_ms / 1000)
         if result.ok:
             return "rules", result.body.decode("utf-8", "replace")
         if result.http_status is not None and 400 <= result.http_status < 500:

@@ -320,6 +320,11 @@ def save_source_validators(
     return int(row[0]) if row else 0
 
 
+def check_schema(conn: psycopg.Connection[Any]) -> None:
+    """Raise unless the database answers and has newsagg's schema."""
+    conn.execute("SELECT 1 FROM sources LIMIT 1")
+
+
 def operational_figures(conn: psycopg.Connection[Any]) -> dict[str, float]:
     """What an operator watches, in one round trip: URLs waiting, crawls in flight, how long
     the least recently active of them has been idle, unhealthy sources."""
@@ -502,6 +507,22 @@ class LostWork:
     abandoned: tuple[int, ...] = ()
 
 
+def has_suspect_work(conn: psycopg.Connection[Any], lease: timedelta) -> bool:
+    """Is any crawl idle past its lease, or any URL claimed longer ago? (Cheap: both are
+    index look-ups; only then is the broker asked what it still holds.)"""
+    row = conn.execute(
+        """
+        SELECT EXISTS (SELECT 1 FROM crawls WHERE status IN ('queued', 'running')
+                          AND last_activity_at < now() - %(lease)s::interval)
+            OR EXISTS (SELECT 1 FROM discovered_urls WHERE state = 'pending'
+                          AND claimed_at IS NOT NULL
+                          AND claimed_at < now() - %(lease)s::interval)
+        """,
+        {"lease": lease},
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def find_lost_work(
     conn: psycopg.Connection[Any],
     lease: timedelta,
@@ -544,14 +565,12 @@ def find_lost_work(
         candidates = conn.execute(
             """
             SELECT id, crawl_id FROM discovered_urls
-             WHERE state = 'pending' AND crawl_id = ANY(%(crawls)s)
-               AND (claimed_at IS NULL
+             WHERE state = 'pending'
+               AND ((crawl_id = ANY(%(crawls)s) AND claimed_at IS NULL)
                     OR claimed_at < coalesce(%(now)s, now()) - %(lease)s::interval)
-            UNION
-            SELECT id, crawl_id FROM discovered_urls
-             WHERE state = 'pending' AND claimed_at IS NOT NULL
-               AND claimed_at < coalesce(%(now)s, now()) - %(lease)s::interval
+             ORDER BY id
              LIMIT %(limit)s
+               FOR UPDATE SKIP LOCKED
             """,
             {**params, "crawls": list(stale)},
         ).fetchall()

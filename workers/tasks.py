@@ -4,24 +4,22 @@ Names are explicit and stable (they are the wire format between beat, CLI and wo
 What each failure costs:
 - a transient fetch failure: a retry with back-off (settings.fetch_retries), then a
   failure row;
-- PostgreSQL or Redis unreachable: the task waits in place for them (settings.outage_wait),
-  then reschedules itself; its work is never recorded as the page's fault;
+- PostgreSQL or Redis unreachable (workers/outages.py): the task waits in place for them
+  (settings.outage_wait), then reschedules itself, at most MAX_OUTAGE_RETRIES times; its
+  work is never recorded as the page's fault, and what it leaves the leases bring back;
 - an unexpected error: a fetches row per attempt, settings.task_retries retries with
   back-off, then a failure row, so one poisonous page never loops and never blocks the rest;
 - a worker killed mid-task: the message comes back (reject on worker lost) and the URL's
-  claim counts it; after settings.max_claims the URL fails as worker_lost.
+  claim counts it; after settings.max_claims the URL fails as worker_lost. A child stopped
+  by the cold shutdown (SIGTERM) lets go of its claim first: a deploy is not a crash.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
-import psycopg
-import psycopg_pool
-import redis
 import structlog
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -29,48 +27,37 @@ from trafilatura.meta import reset_caches
 
 from workers import broker, metrics, pipeline, store
 from workers.app import app, resources, settings
+from workers.outages import Outage, outage_of, through_outages
 from workers.politeness import HostBusy
 
 # Retry countdowns stay far inside Redis' visibility timeout (1 h), or a waiting task is
 # redelivered while it waits; a host paused for longer fails the URL as retryable and a
 # later crawl picks it up.
 MAX_COUNTDOWN = 600.0
+# After this many reschedules for an outage (each after settings.outage_wait in place and
+# OUTAGE_COUNTDOWN away), a task stops; the leases send its work again later.
+MAX_OUTAGE_RETRIES = 20
+OUTAGE_COUNTDOWN = 30.0
 # trafilatura and htmldate keep LRU caches per process; clear them now and then.
 RESET_CACHES_EVERY = 200
 _processed = 0
-# Errors that mean a service is unreachable, not that the page is bad.
-OUTAGES: tuple[type[Exception], ...] = (
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-    psycopg_pool.PoolTimeout,
-    redis.ConnectionError,
-    redis.TimeoutError,
-)
 
 log = structlog.get_logger("newsagg.tasks")
 T = TypeVar("T")
 
 
-class Outage(Exception):
-    """A service stayed unreachable longer than settings.outage_wait."""
+def wait_out(work: Callable[[], T]) -> T:
+    return through_outages(work, settings.outage_wait)
 
 
-def through_outages(work: Callable[[], T]) -> T:
-    """Run work, repeating it while PostgreSQL or Redis is unreachable, up to
-    settings.outage_wait; the pool replaces broken connections between tries."""
-    deadline = time.monotonic() + settings.outage_wait
-    pause = 0.5
-    while True:
-        try:
-            return work()
-        except OUTAGES as exc:
-            service = "redis" if isinstance(exc, redis.RedisError) else "postgres"
-            if time.monotonic() + pause > deadline:
-                raise Outage(f"{service} unreachable: {exc}") from exc
-            metrics.OUTAGE_WAITS.labels(service).inc()
-            log.warning("service unreachable, waiting", service=service, error=str(exc)[:300])
-            time.sleep(pause)
-            pause = min(pause * 2, 10.0)
+def outage_retry(task: Task, exc: Outage, kwargs: dict[str, Any]) -> Any:
+    """Reschedule after an outage; give up (the leases take over) after too many."""
+    done = int(kwargs.get("outages", 0))
+    if done >= MAX_OUTAGE_RETRIES:
+        log.error("giving up after repeated outages; the lease will send this again",
+                  service=exc.service, outages=done)  # fmt: skip
+        return None
+    return task.retry(countdown=OUTAGE_COUNTDOWN, exc=exc, kwargs={**kwargs, "outages": done + 1})
 
 
 @app.task(name="workers.dispatch_due_sources", ignore_result=True)
@@ -85,7 +72,7 @@ def dispatch_due_sources() -> int:
         with resources.pool.connection() as conn:
             return store.claim_due_sources(conn)
 
-    claimed = through_outages(claim)
+    claimed = wait_out(claim)
     for crawl_id, _source_id in claimed:
         crawl_source.delay(crawl_id)
     if claimed:
@@ -99,11 +86,12 @@ def dispatch_due_sources() -> int:
     ignore_result=True,
     time_limit=300,
     soft_time_limit=240,
-    max_retries=None,  # host waits and outages are bounded by time, errors by task_retries
+    max_retries=None,  # host waits are bounded by time, outages and errors by counters
 )
-def crawl_source(self: Task, crawl_id: int, errors: int = 0) -> int:
+def crawl_source(self: Task, crawl_id: int, errors: int = 0, outages: int = 0) -> int:
     """Read one source and enqueue its new article URLs."""
     structlog.contextvars.bind_contextvars(crawl_id=crawl_id)
+    retry_kwargs = {"errors": errors, "outages": outages}
 
     def crawl() -> pipeline.CrawlPlan:
         with resources.pool.connection() as conn:
@@ -112,13 +100,12 @@ def crawl_source(self: Task, crawl_id: int, errors: int = 0) -> int:
             )
 
     try:
-        plan = through_outages(crawl)
+        plan = wait_out(crawl)
     except HostBusy as busy:
-        raise self.retry(
-            countdown=min(busy.wait, MAX_COUNTDOWN), kwargs={"errors": errors}
-        ) from None
+        raise self.retry(countdown=min(busy.wait, MAX_COUNTDOWN), kwargs=retry_kwargs) from None
     except Outage as exc:
-        raise self.retry(countdown=30, exc=exc, kwargs={"errors": errors}) from None
+        outage_retry(self, exc, retry_kwargs)
+        return 0
     except SoftTimeLimitExceeded:
         _fail_crawl(crawl_id, "reading the source exceeded the task time limit")
         return 0
@@ -127,7 +114,9 @@ def crawl_source(self: Task, crawl_id: int, errors: int = 0) -> int:
         log.exception("crawl_source failed", attempt=errors + 1)
         if errors < settings.task_retries:
             countdown = min(settings.retry_backoff * (2**errors), MAX_COUNTDOWN)
-            raise self.retry(countdown=countdown, kwargs={"errors": errors + 1}) from None
+            raise self.retry(
+                countdown=countdown, kwargs={**retry_kwargs, "errors": errors + 1}
+            ) from None
         _fail_crawl(crawl_id, f"reading the source failed {errors + 1} times: {error}")
         return 0
     for url_id in plan.url_ids:
@@ -140,7 +129,7 @@ def _fail_crawl(crawl_id: int, error: str) -> None:
         with resources.pool.connection() as conn:
             pipeline.fail_crawl(conn, crawl_id, error)
 
-    through_outages(fail)
+    wait_out(fail)
 
 
 @app.task(
@@ -151,17 +140,19 @@ def _fail_crawl(crawl_id: int, error: str) -> None:
     soft_time_limit=90,
     max_retries=None,  # bounded by settings.fetch_retries / task_retries; host waits by time
 )
-def process_article(self: Task, url_id: int, failures: int = 0, errors: int = 0) -> str | None:
+def process_article(
+    self: Task, url_id: int, failures: int = 0, errors: int = 0, outages: int = 0
+) -> str | None:
     """Fetch, extract and store one article URL.
 
-    `failures` counts transient fetch failures so far, `errors` unexpected errors; waits for
-    the host's turn and outages are retries too but count in neither.
+    `failures` counts transient fetch failures so far, `errors` unexpected errors and
+    `outages` reschedules while a service was down; waits for the host's turn count in none.
     """
     global _processed
     structlog.contextvars.bind_contextvars(url_id=url_id)
     claimant = pipeline.new_claimant()
     final = failures >= settings.fetch_retries
-    retry_kwargs = {"failures": failures, "errors": errors}
+    retry_kwargs = {"failures": failures, "errors": errors, "outages": outages}
 
     def process() -> store.Outcome | Literal["retry"] | None:
         with resources.pool.connection() as conn:
@@ -176,7 +167,7 @@ def process_article(self: Task, url_id: int, failures: int = 0, errors: int = 0)
             )
 
     try:
-        outcome = through_outages(process)
+        outcome = wait_out(process)
     except HostBusy as busy:
         host = busy.origin
         metrics.HOST_BUSY.labels(host).inc()
@@ -186,9 +177,15 @@ def process_article(self: Task, url_id: int, failures: int = 0, errors: int = 0)
         raise self.retry(countdown=busy.wait, kwargs=retry_kwargs) from None
     except Outage as exc:
         _release(url_id, claimant)
-        raise self.retry(countdown=30, exc=exc, kwargs=retry_kwargs) from None
+        outage_retry(self, exc, retry_kwargs)
+        return None
     except SoftTimeLimitExceeded:
         outcome = _give_up(url_id, "processing exceeded the 90 s task time limit")
+    except SystemExit:
+        # The cold shutdown stops this child (SIGTERM, see app.py): the message goes back
+        # to the queue, and the claim with it.
+        _release(url_id, claimant)
+        raise
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         log.exception("process_article failed", attempt=errors + 1)
@@ -215,7 +212,7 @@ def _give_up(
         with resources.pool.connection() as conn:
             pipeline.record_worker_error(conn, url_id, error, status=status, retryable=retryable)
 
-    through_outages(record)
+    wait_out(record)
     return "failed"
 
 
@@ -225,15 +222,17 @@ def _record_attempt(url_id: int, claimant: str, error: str) -> None:
             pipeline.record_attempt_error(conn, url_id, error)
             pipeline.release_claim(conn, url_id, claimant)
 
-    through_outages(record)
+    wait_out(record)
 
 
 def _release(url_id: int, claimant: str) -> None:
     try:
         with resources.pool.connection(timeout=2.0) as conn:
             pipeline.release_claim(conn, url_id, claimant)
-    except OUTAGES:
-        pass  # counted as a lost worker; harmless below settings.max_claims
+    except Exception as exc:
+        if outage_of(exc) is None:
+            raise
+        # counted as a lost worker then; harmless below settings.max_claims
 
 
 @app.task(name="workers.housekeeping", ignore_result=True)
@@ -242,23 +241,30 @@ def housekeeping() -> int:
     abandon crawls that keep losing it, and prune fetches rows past their retention."""
 
     def find() -> tuple[store.LostWork, int]:
-        lease = settings.crawl_lease
-        # What the broker still holds is late, not lost (read before the database, so a
-        # message taken meanwhile shows up there as a claim).
-        held_urls = broker.held_ids(resources.redis, "articles", process_article.name, lease)
-        held_crawls = broker.held_ids(resources.redis, "crawl", crawl_source.name, lease)
+        lease = timedelta(seconds=settings.crawl_lease)
+        with resources.pool.connection() as conn:
+            pruned = store.prune_fetches(conn, timedelta(days=settings.fetch_retention_days))
+            if not store.has_suspect_work(conn, lease):
+                return store.LostWork(), pruned
+        # What the broker still holds is late, not lost. Read before the database: a
+        # message taken meanwhile shows up there as a fresh claim.
+        held_urls = broker.held_ids(
+            resources.redis, "articles", process_article.name, settings.crawl_lease
+        )
+        held_crawls = broker.held_ids(
+            resources.redis, "crawl", crawl_source.name, settings.crawl_lease
+        )
         with resources.pool.connection() as conn:
             lost = store.find_lost_work(
                 conn,
-                timedelta(seconds=lease),
+                lease,
                 max_redispatches=settings.max_redispatches,
                 held_urls=held_urls,
                 held_crawls=held_crawls,
             )
-            pruned = store.prune_fetches(conn, timedelta(days=settings.fetch_retention_days))
         return lost, pruned
 
-    lost, pruned = through_outages(find)
+    lost, pruned = wait_out(find)
     for crawl_id in lost.crawls:
         crawl_source.delay(crawl_id)
     for url_id in lost.urls:

@@ -1,0 +1,560 @@
+"""Throughput and memory: newsagg against the machine's limit and against trafilatura's crawler.
+
+Run: .venv/bin/python -m benchmarks.throughput [--runs 3] [--hosts 100] [--long 5000]
+
+In one run on this machine it serves a local news web (tests/newsweb.py: --hosts sites on
+loopback addresses, every page of ../shared/corpus/extraction, half the sites listing theirs
+in an RSS feed, half in a sitemap) from a process of its own, then measures, --runs times
+each, interleaved:
+
+1. the limit: trafilatura's default extraction with metadata
+   (`bare_extraction(html, url=…, with_metadata=True)`) over the same pages from memory, in
+   as many processes as cores, after one untimed warm-up pass;
+2. newsagg: a fresh database, `newsagg worker` as the README recommends for this machine,
+   `newsagg crawl --all --wait`, from the web's first request to the last row committed;
+3. trafilatura's own crawler as a user runs it: `trafilatura --feed -i feeds.txt` and,
+   at the same time, `trafilatura --sitemap -i sitemaps.txt --list` then `-i urls.txt`,
+   both with `--json --with-metadata`, its default parallel downloads and SLEEP_TIME = 0
+   (benchmarks/peer.py resolves the sites' names to loopback for it);
+
+and prints pages/s for each (median of the runs, every run shown), the ratios, body F1 of
+each on the same pages (the corpus' snippet scoring), the peak RSS of every process, and,
+with --long N, the RSS of newsagg's worker processes at the start and end of a crawl of N
+pages (each page served under several URLs), with a check that none was lost or doubled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from benchmarks.extraction import Score
+from benchmarks.peer import url_filename
+from tests.newsweb import CORPUS, NewsWeb, build_web, serve_web
+
+ROOT = Path(__file__).resolve().parent.parent
+PG = os.environ.get("NEWSAGG_BENCH_SERVER", "postgresql://localhost/postgres")
+REDIS = os.environ.get("NEWSAGG_BENCH_REDIS", "redis://localhost:6379/14")
+DBNAME = "newsagg_bench"
+MB = 1024 * 1024
+
+
+# -- the web, in a process of its own -----------------------------------------------------
+
+
+@dataclass
+class Served:
+    web: NewsWeb
+    first: Any  # multiprocessing Values: time of the first and last request, request count
+    last: Any
+    count: Any
+    proc: multiprocessing.process.BaseProcess
+
+    def reset(self) -> None:
+        with self.first.get_lock():
+            self.first.value = 0.0
+            self.last.value = 0.0
+            self.count.value = 0
+
+
+def _serve(web: NewsWeb, first: Any, last: Any, count: Any, pipe: Any) -> None:
+    def seen() -> None:
+        now = time.time()
+        if first.value == 0.0:
+            first.value = now
+        last.value = now
+        count.value += 1
+
+    web.on_request = seen
+    with serve_web(web) as served:
+        pipe.send([(h.address, h.port) for h in served.hosts])
+        while True:
+            time.sleep(3600)
+
+
+@contextmanager
+def served_web(hosts: int, copies: int = 1, pages: int | None = None) -> Iterator[Served]:
+    web = build_web(hosts=hosts, pages=pages, copies=copies)
+    ctx = multiprocessing.get_context("fork")
+    first, last, count = ctx.Value("d", 0.0), ctx.Value("d", 0.0), ctx.Value("i", 0)
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_serve, args=(web, first, last, count, child), daemon=True)
+    proc.start()
+    for host, (address, port) in zip(web.hosts, parent.recv(), strict=True):
+        host.address, host.port = address, port
+    try:
+        yield Served(web, first, last, count, proc)
+    finally:
+        proc.terminate()
+        proc.join(10)
+
+
+# -- scoring -------------------------------------------------------------------------------
+
+
+def load_truth() -> dict[str, Any]:
+    truth: dict[str, Any] = json.loads((CORPUS / "extraction" / "groundtruth.json").read_text())
+    return truth
+
+
+def score(texts: dict[str, str], web: NewsWeb, truth: dict[str, Any], by_name: bool) -> Score:
+    """Snippet scoring over every page of the web (a page without text scores as empty)."""
+    total = Score()
+    for host, page in web.pages:
+        text = texts.get(host.origin(by_name) + page.path, "")
+        entry = truth[page.corpus_url]
+        for snippet in entry.get("with") or []:
+            if snippet in text:
+                total.tp += 1
+            else:
+                total.fn += 1
+        for snippet in entry.get("without") or []:
+            if snippet in text:
+                total.fp += 1
+            else:
+                total.tn += 1
+    return total
+
+
+# -- memory of processes -------------------------------------------------------------------
+
+
+def _status(pid: int) -> dict[str, int]:
+    fields = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0]) * 1024
+    except (OSError, ValueError):
+        pass
+    return fields
+
+
+def session_pids(sid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[3]) == sid:  # field 6 of stat: the session id
+                pids.append(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+class MemoryWatch:
+    """Samples the RSS of every process in some sessions; keeps each pid's peak."""
+
+    def __init__(self, sessions: list[int], every: float = 0.25) -> None:
+        self.sessions = sessions
+        self.every = every
+        self.peak: dict[int, int] = {}
+        self.names: dict[int, str] = {}
+        self.samples: list[tuple[float, dict[int, int]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> MemoryWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now: dict[int, int] = {}
+            for sid in self.sessions:
+                for pid in session_pids(sid):
+                    status = _status(pid)
+                    if "VmHWM" in status:
+                        self.peak[pid] = max(self.peak.get(pid, 0), status["VmHWM"])
+                        now[pid] = status["VmRSS"]
+                        if pid not in self.names:
+                            self.names[pid] = "main" if pid == sid else "child"
+            self.samples.append((time.time(), now))
+            self._stop.wait(self.every)
+
+
+# -- 1. the limit --------------------------------------------------------------------------
+
+_PAGES: list[tuple[str, bytes]] = []
+
+
+def _extract_chunk(indices: list[int]) -> list[tuple[str, str]]:
+    from trafilatura import bare_extraction
+
+    out = []
+    for i in indices:
+        url, body = _PAGES[i]
+        doc: Any = bare_extraction(body, url=url, with_metadata=True)
+        out.append((url, (doc.text or "") if doc is not None else ""))
+    return out
+
+
+def measure_limit(web: NewsWeb, processes: int) -> tuple[float, dict[str, str]]:
+    global _PAGES
+    _PAGES = [(host.origin() + page.path, page.body) for host, page in web.pages]
+    indices = list(range(len(_PAGES)))
+    chunks = [indices[i : i + 4] for i in range(0, len(indices), 4)]
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(processes, mp_context=ctx) as pool:
+        list(pool.map(_extract_chunk, chunks))  # warm-up, untimed
+        started = time.perf_counter()
+        results = list(pool.map(_extract_chunk, chunks))
+        elapsed = time.perf_counter() - started
+    texts = {url: text for chunk in results for url, text in chunk}
+    return len(_PAGES) / elapsed, texts
+
+
+# -- 2. newsagg ----------------------------------------------------------------------------
+
+
+def bench_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    from urllib.parse import urlsplit, urlunsplit
+
+    url = urlunsplit(urlsplit(PG)._replace(path=f"/{DBNAME}"))
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "REDIS_URL": REDIS,
+        "NEWSAGG_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "NEWSAGG_METRICS_PORT": "0",
+        "NEWSAGG_LOG_LEVEL": "WARNING",
+        **(extra or {}),
+    }
+
+
+def newsagg(*args: str, env: dict[str, str], timeout: float = 3600) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"newsagg {' '.join(args)}: {proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
+def fresh_database(env: dict[str, str]) -> None:
+    import redis
+
+    with psycopg.connect(PG, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{DBNAME}" WITH (FORCE)')
+    redis.Redis.from_url(REDIS).flushdb()
+    newsagg("db", "init", env=env)
+
+
+@dataclass
+class Run:
+    pages_per_s: float
+    pages: int
+    f1: Score
+    peak_rss: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def start_worker(env: dict[str, str], args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    out = log.open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "worker", *args],
+        env={**env, "NEWSAGG_LOG_LEVEL": "INFO"},
+        cwd=ROOT,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    out.close()
+    deadline = time.monotonic() + 60
+    while " ready." not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the worker did not start:\n" + log.read_text()[-3000:])
+        time.sleep(0.1)
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+
+
+def measure_newsagg(
+    served: Served,
+    truth: dict[str, Any],
+    worker_args: list[str],
+    workdir: Path,
+    extra_env: dict[str, str] | None = None,
+    long_run: bool = False,
+) -> Run:
+    env = bench_env(extra_env)
+    fresh_database(env)
+    web = served.web
+    with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
+        from workers import store
+
+        for host in web.hosts:
+            store.add_source(conn, f"site{host.index:03d}", host.source_url(), host.kind)  # type: ignore[arg-type]
+    worker = start_worker(env, worker_args, workdir / "worker.log")
+    try:
+        served.reset()
+        with MemoryWatch([worker.pid]) as memory:
+            newsagg("crawl", "--all", "--wait", "--timeout", "7200", env=env)
+        with psycopg.connect(env["DATABASE_URL"]) as conn:
+            row = conn.execute(
+                "SELECT extract(epoch FROM max(processed_at))::float8, count(*), "
+                "count(*) FILTER (WHERE state = 'pending') FROM discovered_urls"
+            ).fetchone()
+            assert row is not None
+            last, processed, pending = row
+            texts = dict(
+                conn.execute(
+                    "SELECT d.url, a.text FROM discovered_urls d JOIN articles a "
+                    "ON a.id = d.article_id"
+                ).fetchall()
+            )
+            doubled = conn.execute(
+                "SELECT count(*) - count(DISTINCT article_id) FROM discovered_urls "
+                "WHERE article_id IS NOT NULL"
+            ).fetchone()
+            articles = conn.execute("SELECT count(*) FROM articles").fetchone()
+    finally:
+        stop(worker)
+    elapsed = last - served.first.value
+    run = Run(processed / elapsed, processed, score(texts, web, truth, by_name=False))
+    run.peak_rss = {f"{memory.names[p]} {p}": v for p, v in sorted(memory.peak.items())}
+    if pending:
+        run.notes.append(f"{pending} URLs still pending")
+    if processed != len(web.pages):
+        run.notes.append(f"{processed} URLs processed of {len(web.pages)}")
+    if long_run:
+        run.notes.append(
+            f"articles {articles[0] if articles else '?'}; URLs sharing an article "
+            f"{doubled[0] if doubled else '?'} (the same page under several URLs is one "
+            "article per URL: expected 0)"
+        )
+        run.notes.extend(memory_trend(memory, env))
+    return run
+
+
+def memory_trend(memory: MemoryWatch, env: dict[str, str]) -> list[str]:
+    """RSS of the worker's children at the start, the middle and the end of the run."""
+    samples = [
+        (t, {p: r for p, r in rss.items() if memory.names.get(p) == "child"})
+        for t, rss in memory.samples
+    ]
+    samples = [(t, rss) for t, rss in samples if rss]
+    if len(samples) < 3:
+        return ["too few memory samples"]
+    # skip the first seconds (imports, first pages) for the start figure
+    start = samples[min(len(samples) - 1, int(4 / memory.every))]
+    middle = samples[len(samples) // 2]
+    end = samples[-1]
+
+    def show(rss: dict[int, int]) -> str:
+        return " + ".join(f"{v / MB:.0f}" for v in rss.values()) + " MB"
+
+    recycled = len({p for _, rss in samples for p in rss})
+    peak = max(v for p, v in memory.peak.items() if memory.names[p] == "child")
+    return [
+        f"worker children RSS: start {show(start[1])}, middle {show(middle[1])}, "
+        f"end {show(end[1])}; {recycled} child processes over the run (recycled ones included)",
+        f"max child RSS {peak / MB:.0f} MB",
+    ]
+
+
+# -- 3. trafilatura's crawler --------------------------------------------------------------
+
+
+def peer_config(directory: Path) -> Path:
+    import trafilatura
+
+    default = Path(trafilatura.__file__).parent / "settings.cfg"
+    text = default.read_text()
+    text = text.replace("SLEEP_TIME = 5.0", "SLEEP_TIME = 0")
+    # the news web is on loopback: its downloader refuses that by default
+    text = text.replace("SSRF_PROTECTION = on", "SSRF_PROTECTION = off")
+    path = directory / "settings.cfg"
+    path.write_text(text)
+    return path
+
+
+def measure_peer(served: Served, truth: dict[str, Any], workdir: Path) -> Run:
+    web = served.web
+    config = peer_config(workdir)
+    feeds = workdir / "feeds.txt"
+    sitemaps = workdir / "sitemaps.txt"
+    feeds.write_text(
+        "".join(h.source_url(by_name=True) + "\n" for h in web.hosts if h.kind == "feed")
+    )
+    sitemaps.write_text(
+        "".join(h.source_url(by_name=True) + "\n" for h in web.hosts if h.kind == "sitemap")
+    )
+    out_feeds, out_sitemaps = workdir / "out-feeds", workdir / "out-sitemaps"
+    for d in (out_feeds, out_sitemaps):
+        shutil.rmtree(d, ignore_errors=True)
+    common = ["--json", "--with-metadata", "--config-file", str(config)]
+
+    def peer(*args: str, **kw: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.peer", *args],
+            cwd=ROOT,
+            start_new_session=True,
+            stderr=subprocess.DEVNULL,
+            **kw,
+        )
+
+    served.reset()
+    sessions: list[int] = []
+    with MemoryWatch(sessions) as memory:
+        by_feed = peer("--feed", "-i", str(feeds), *common, "-o", str(out_feeds),
+                       stdout=subprocess.DEVNULL)  # fmt: skip
+        sessions.append(by_feed.pid)
+        with (workdir / "urls.txt").open("w") as urls:
+            listing = peer("--sitemap", "-i", str(sitemaps), "--list", "--config-file",
+                           str(config), stdout=urls)  # fmt: skip
+            sessions.append(listing.pid)
+            listing.wait()
+        by_sitemap = peer("-i", str(workdir / "urls.txt"), *common, "-o", str(out_sitemaps),
+                          stdout=subprocess.DEVNULL)  # fmt: skip
+        sessions.append(by_sitemap.pid)
+        by_feed.wait()
+        by_sitemap.wait()
+    by_file = {url_filename(url): url for url in web.article_urls(by_name=True)}
+    texts: dict[str, str] = {}
+    last = 0.0
+    for directory in (out_feeds, out_sitemaps):
+        for path in directory.rglob("*.json"):
+            last = max(last, path.stat().st_mtime)
+            if path.stem in by_file:
+                texts[by_file[path.stem]] = json.loads(path.read_text()).get("text") or ""
+    elapsed = last - served.first.value
+    pages = len(web.pages)
+    run = Run(pages / elapsed, pages, score(texts, web, truth, by_name=True))
+    run.peak_rss = {f"peer {p}": v for p, v in sorted(memory.peak.items())}
+    run.notes.append(f"{len(texts)} documents written of {pages} pages")
+    return run
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def median(runs: list[Run]) -> float:
+    return statistics.median(r.pages_per_s for r in runs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--hosts", type=int, default=100)
+    parser.add_argument("--pages", type=int, default=0, help="corpus pages served (0: all)")
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--long", type=int, default=0, help="pages of the memory run (0: none)")
+    parser.add_argument(
+        "--worker-args", default="", help="arguments for `newsagg worker` (default: README's)"
+    )
+    parser.add_argument("--only", default="limit,newsagg,peer")
+    args = parser.parse_args(argv)
+    only = set(args.only.split(","))
+    truth = load_truth()
+    worker_args = args.worker_args.split()
+    workdir = Path(tempfile.mkdtemp(prefix="newsagg-bench-"))
+    results: dict[str, list[Run]] = {"limit": [], "newsagg": [], "peer": []}
+    with served_web(args.hosts, pages=args.pages or None) as served:
+        web = served.web
+        feeds = sum(1 for h in web.hosts if h.kind == "feed")
+        print(
+            f"news web: {len(web.hosts)} sites on loopback ({feeds} feeds, "
+            f"{len(web.hosts) - feeds} sitemaps), {len(web.pages)} article pages; "
+            f"{args.processes} cores; {args.runs} runs"
+        )
+        for n in range(args.runs):
+            if "limit" in only:
+                rate, texts = measure_limit(web, args.processes)
+                results["limit"].append(Run(rate, len(web.pages), score(texts, web, truth, False)))
+                print(f"run {n + 1} limit   {rate:6.1f} pages/s", flush=True)
+            if "newsagg" in only:
+                run = measure_newsagg(served, truth, worker_args, workdir)
+                results["newsagg"].append(run)
+                print(
+                    f"run {n + 1} newsagg {run.pages_per_s:6.1f} pages/s {'; '.join(run.notes)}",
+                    flush=True,
+                )
+            if "peer" in only:
+                run = measure_peer(served, truth, workdir)
+                results["peer"].append(run)
+                print(
+                    f"run {n + 1} peer    {run.pages_per_s:6.1f} pages/s {'; '.join(run.notes)}",
+                    flush=True,
+                )
+    print()
+    print(f"{'':<34} {'pages/s (median)':>16} {'runs':>24} {'body F1':>8} {'P':>6} {'R':>6}")
+    labels = {
+        "limit": "limit: trafilatura default, memory",
+        "newsagg": "newsagg crawl --all --wait",
+        "peer": "trafilatura --feed/--sitemap",
+    }
+    for name, runs in results.items():
+        if not runs:
+            continue
+        f1 = runs[-1].f1
+        shown = " ".join(f"{r.pages_per_s:.1f}" for r in runs)
+        print(
+            f"{labels[name]:<34} {median(runs):>16.1f} {shown:>24} {f1.f1:>8.3f} "
+            f"{f1.precision:>6.3f} {f1.recall:>6.3f}"
+        )
+    if results["newsagg"] and results["limit"]:
+        print(f"newsagg / limit: {median(results['newsagg']) / median(results['limit']):.2f}")
+    if results["newsagg"] and results["peer"]:
+        print(f"newsagg / peer:  {median(results['newsagg']) / median(results['peer']):.2f}")
+    if results["peer"] and results["limit"]:
+        print(f"peer / limit:    {median(results['peer']) / median(results['limit']):.2f}")
+    for name in ("newsagg", "peer"):
+        if results[name]:
+            peaks = results[name][-1].peak_rss
+            shown = ", ".join(f"{k} {v / MB:.0f} MB" for k, v in peaks.items())
+            print(f"peak RSS, {name} (last run): {shown}")
+    if args.long:
+        copies = -(-args.long // len(build_web(hosts=args.hosts).pages))
+        with served_web(args.hosts, copies=copies) as served:
+            run = measure_newsagg(served, truth, worker_args, workdir, long_run=True)
+        print()
+        print(
+            f"memory run: {run.pages} pages ({copies} URLs per page), {run.pages_per_s:.1f} pages/s"
+        )
+        for note in run.notes:
+            print("  " + note)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
