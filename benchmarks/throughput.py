@@ -54,6 +54,9 @@ PG = os.environ.get("NEWSAGG_BENCH_SERVER", "postgresql://localhost/postgres")
 REDIS = os.environ.get("NEWSAGG_BENCH_REDIS", "redis://localhost:6379/14")
 DBNAME = "newsagg_bench"
 MB = 1024 * 1024
+# --profile FILE: py-spy's collapsed stacks of newsagg's worker processes during its crawl.
+PROFILE: str | None = None
+PROFILE_MAIN = bool(os.environ.get("NEWSAGG_BENCH_PROFILE_MAIN"))
 
 
 # -- the web, in a process of its own -----------------------------------------------------
@@ -163,6 +166,36 @@ def session_pids(sid: int) -> list[int]:
     return pids
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (its exited children not included)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def service_pids() -> dict[str, list[int]]:
+    """The machine's PostgreSQL and Redis server processes (where their CPU goes)."""
+    found: dict[str, list[int]] = {"postgres": [], "redis": []}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            name = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        if name.startswith("postgres"):
+            found["postgres"].append(int(entry.name))
+        elif name.startswith("redis-server"):
+            found["redis"].append(int(entry.name))
+    return found
+
+
 class MemoryWatch:
     """Samples the RSS of every process in some sessions; keeps each pid's peak."""
 
@@ -170,6 +203,8 @@ class MemoryWatch:
         self.sessions = sessions
         self.every = every
         self.peak: dict[int, int] = {}
+        self.cpu: dict[int, float] = {}
+        self.cpu0: dict[int, float] = {}
         self.names: dict[int, str] = {}
         self.samples: list[tuple[float, dict[int, int]]] = []
         self._stop = threading.Event()
@@ -183,12 +218,18 @@ class MemoryWatch:
         self._stop.set()
         self._thread.join()
 
+    def used(self, pid: int) -> float:
+        return self.cpu.get(pid, 0.0) - self.cpu0.get(pid, 0.0)
+
     def _run(self) -> None:
         while not self._stop.is_set():
             now: dict[int, int] = {}
             for sid in self.sessions:
                 for pid in session_pids(sid):
                     status = _status(pid)
+                    self.cpu[pid] = cpu_seconds(pid)
+                    # what a process had used before the watch began is not the run's
+                    self.cpu0.setdefault(pid, self.cpu[pid] if not self.samples else 0.0)
                     if "VmHWM" in status:
                         self.peak[pid] = max(self.peak.get(pid, 0), status["VmHWM"])
                         now[pid] = status["VmRSS"]
@@ -283,7 +324,7 @@ def start_worker(env: dict[str, str], args: list[str], log: Path) -> subprocess.
     out = log.open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "workers.cli", "worker", *args],
-        env={**env, "NEWSAGG_LOG_LEVEL": "INFO"},
+        env={**env, "NEWSAGG_LOG_LEVEL": env.get("NEWSAGG_BENCH_LOG_LEVEL", "INFO")},
         cwd=ROOT,
         stdout=out,
         stderr=subprocess.STDOUT,
@@ -325,10 +366,31 @@ def measure_newsagg(
         for host in web.hosts:
             store.add_source(conn, f"site{host.index:03d}", host.source_url(), host.kind)  # type: ignore[arg-type]
     worker = start_worker(env, worker_args, workdir / "worker.log")
+    profiler = None
+    if PROFILE:
+        # py-spy samples the worker and its children (collapsed stacks, for flame graphs)
+        profiler = subprocess.Popen(
+            ["py-spy", "record", *(["--subprocesses"] if not PROFILE_MAIN else []),
+             "--format", "raw", "--rate", "100", "-o", PROFILE, "--pid", str(worker.pid)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(1)
     try:
         served.reset()
+        services = service_pids()
+        before = {k: sum(cpu_seconds(p) for p in v) for k, v in services.items()}
+        web_before = cpu_seconds(served.proc.pid)  # type: ignore[arg-type]
         with MemoryWatch([worker.pid]) as memory:
             newsagg("crawl", "--all", "--wait", "--timeout", "7200", env=env)
+        used = {
+            "worker main": memory.used(worker.pid),
+            "worker children": sum(memory.used(p) for p in memory.cpu if p != worker.pid),
+            **{k: sum(cpu_seconds(p) for p in v) - before[k] for k, v in services.items()},
+            "web server": cpu_seconds(served.proc.pid) - web_before,  # type: ignore[arg-type]
+        }
+        if profiler is not None:
+            profiler.send_signal(2)
+            profiler.wait(30)
         with psycopg.connect(env["DATABASE_URL"]) as conn:
             row = conn.execute(
                 "SELECT extract(epoch FROM max(processed_at))::float8, count(*), "
@@ -351,6 +413,15 @@ def measure_newsagg(
         stop(worker)
     elapsed = last - served.first.value
     run = Run(processed / elapsed, processed, score(texts, web, truth, by_name=False))
+    log = (workdir / "worker.log").read_text(errors="replace")
+    bounced = log.count("host not ready, rescheduled")
+    if bounced:  # logged at DEBUG (--env NEWSAGG_BENCH_LOG_LEVEL=DEBUG)
+        run.notes.append(f"{bounced} tasks sent back for their host's turn")
+    run.notes.append(
+        "CPU ms per page: "
+        + ", ".join(f"{k} {v / processed * 1000:.1f}" for k, v in used.items())
+        + f" (wall {elapsed:.1f} s)"
+    )
     run.peak_rss = {f"{memory.names[p]} {p}": v for p, v in sorted(memory.peak.items())}
     if pending:
         run.notes.append(f"{pending} URLs still pending")
@@ -483,10 +554,17 @@ def main(argv: list[str] | None = None) -> None:
         "--worker-args", default="", help="arguments for `newsagg worker` (default: README's)"
     )
     parser.add_argument("--only", default="limit,newsagg,peer")
+    parser.add_argument(
+        "--env", action="append", default=[], help="NAME=VALUE for newsagg's processes"
+    )
+    parser.add_argument("--profile", help="py-spy collapsed stacks of newsagg's workers")
     args = parser.parse_args(argv)
+    global PROFILE
+    PROFILE = args.profile
     only = set(args.only.split(","))
     truth = load_truth()
     worker_args = args.worker_args.split()
+    extra_env = dict(item.split("=", 1) for item in args.env)
     workdir = Path(tempfile.mkdtemp(prefix="newsagg-bench-"))
     results: dict[str, list[Run]] = {"limit": [], "newsagg": [], "peer": []}
     with served_web(args.hosts, pages=args.pages or None) as served:
@@ -503,7 +581,7 @@ def main(argv: list[str] | None = None) -> None:
                 results["limit"].append(Run(rate, len(web.pages), score(texts, web, truth, False)))
                 print(f"run {n + 1} limit   {rate:6.1f} pages/s", flush=True)
             if "newsagg" in only:
-                run = measure_newsagg(served, truth, worker_args, workdir)
+                run = measure_newsagg(served, truth, worker_args, workdir, extra_env)
                 results["newsagg"].append(run)
                 print(
                     f"run {n + 1} newsagg {run.pages_per_s:6.1f} pages/s {'; '.join(run.notes)}",
@@ -546,14 +624,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.long:
         copies = -(-args.long // len(build_web(hosts=args.hosts).pages))
         with served_web(args.hosts, copies=copies) as served:
-            run = measure_newsagg(served, truth, worker_args, workdir, long_run=True)
+            run = measure_newsagg(served, truth, worker_args, workdir, extra_env, long_run=True)
         print()
         print(
             f"memory run: {run.pages} pages ({copies} URLs per page), {run.pages_per_s:.1f} pages/s"
         )
         for note in run.notes:
             print("  " + note)
-    shutil.rmtree(workdir, ignore_errors=True)
+    if not os.environ.get("NEWSAGG_BENCH_KEEP"):
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        print(f"kept {workdir}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Each host is its own loopback address (127.0.0.2, 127.0.0.3, ...; Linux routes all of
 127.0.0.0/8 to the loopback interface), so per-host politeness applies per site, as on the
 real web. A host lists its articles in an RSS feed (even hosts) or an XML sitemap (odd
-hosts), serves a robots.txt naming its sitemap, and serves each article page as the corpus
+hosts), serves a robots.txt naming its sitemap and a home page linking them, and serves
+each article page as the corpus
 has it (../shared/corpus/extraction, real pages with ground truth). Links in feeds and
 sitemaps are absolute, built from the Host header of the request: a client may reach the
 same host by a name (tools that refuse IP addresses) or by its address.
@@ -155,6 +156,17 @@ def _sitemap(host: Host, origin: str) -> bytes:
     ).encode()
 
 
+def _home(host: Host, origin: str) -> bytes:
+    links = "".join(
+        f'<li><a href="{escape(origin + page.path)}">Article {escape(page.path)}</a></li>'
+        for page in host.pages
+    )
+    return (
+        f"<!DOCTYPE html><html><head><title>Site {host.index}</title></head>"
+        f"<body><h1>Site {host.index}</h1><ul>{links}</ul></body></html>"
+    ).encode()
+
+
 def _robots(origin: str) -> bytes:
     return f"User-agent: *\nAllow: /\nSitemap: {origin}/sitemap.xml\n".encode()
 
@@ -178,6 +190,8 @@ class _Server:
             return 200, "application/xml", _sitemap(host, origin)
         if path == "/robots.txt":
             return 200, "text/plain", _robots(origin)
+        if path == "/":
+            return 200, "text/html; charset=utf-8", _home(host, origin)
         body = self.paths.get((host.index, path))
         if body is not None:
             return 200, "text/html", body
@@ -197,7 +211,7 @@ class _Server:
                 parts = line.decode("latin-1").split()
                 if len(parts) != 3:
                     break
-                _method, target, version = parts
+                method, target, version = parts
                 headers: dict[str, str] = {}
                 while True:
                     raw = await reader.readline()
@@ -217,7 +231,7 @@ class _Server:
                     f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
                     f"Content-Length: {len(body)}\r\n\r\n"
                 )
-                writer.write(head.encode("latin-1") + body)
+                writer.write(head.encode("latin-1") + (b"" if method == "HEAD" else body))
                 await writer.drain()
                 if headers.get("connection", "").lower() == "close" or version == "HTTP/1.0":
                     break

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -186,3 +187,34 @@ def test_parse_retry_after() -> None:
 def test_origin_of() -> None:
     assert origin_of("HTTPS://News.Example.com/a?b") == "https://news.example.com"
     assert origin_of("http://127.0.0.1:8080/x") == "http://127.0.0.1:8080"
+
+
+def test_tickets_spread_a_burst_over_the_hosts_turns(polite: Politeness) -> None:
+    origin = "http://burst.example"
+    policy = HostPolicy(min_delay=0.5, max_inflight=2)
+    token = polite.acquire(origin, policy)  # the host's turn is taken now
+    waits = polite.tickets(origin, policy, 4)
+    assert 0.3 < waits[0] <= 0.5  # from its next turn on
+    # a gap apart, and a little more (a late start must not make the next request miss its turn)
+    assert [round(b - a, 3) for a, b in itertools.pairwise(waits)] == [0.625, 0.625, 0.625]
+    # the next burst lines up behind the reserved turns, not on top of them
+    later = polite.tickets(origin, policy, 1)
+    assert later[0] >= waits[-1] + 0.625 - 0.01
+    polite.release(origin, token)
+
+
+def test_a_task_sent_back_gets_a_turn_of_its_own(polite: Politeness) -> None:
+    policy = HostPolicy(min_delay=1.0, max_inflight=5)
+    with polite.slot("http://herd.example/a", policy):
+        pass
+    waits = []
+    for _ in range(3):  # three tasks that find the host busy, one after the other
+        with (
+            pytest.raises(HostBusy) as busy,
+            polite.slot("http://herd.example/b", policy, max_wait=0),
+        ):
+            pass
+        assert busy.value.pacing
+        waits.append(busy.value.wait)
+    # not all at the next turn (where two of three would find it taken again)
+    assert waits[1] - waits[0] > 0.9 and waits[2] - waits[1] > 0.9

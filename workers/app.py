@@ -23,6 +23,7 @@ from celery.signals import (
     after_setup_task_logger,
     task_postrun,
     task_prerun,
+    worker_init,
     worker_process_init,
     worker_process_shutdown,
     worker_shutting_down,
@@ -33,6 +34,7 @@ from psycopg_pool import ConnectionPool
 from schedules.beat import beat_schedule
 from workers import logs, metrics, monitor
 from workers.fetch import Fetcher
+from workers.pipeline import PRIORITIES
 from workers.politeness import Politeness
 from workers.settings import Settings, get_settings
 
@@ -76,6 +78,10 @@ app.conf.update(
     # within seconds instead of waiting on a half-open socket.
     broker_transport_options={
         "visibility_timeout": 3600,
+        # A list per priority, taken in order (0 first): crawls' URLs interleave by host
+        # (pipeline.interleave_hosts). broker.py reads the same lists.
+        "priority_steps": list(range(PRIORITIES)),
+        "queue_order_strategy": "priority",
         "socket_timeout": 15,
         "socket_connect_timeout": 5,
         "socket_keepalive": True,
@@ -185,6 +191,20 @@ class Resources:
 
 
 resources = Resources(settings)
+
+
+@worker_init.connect
+def warm_up(**_: Any) -> None:
+    # In the main process, before the pool forks: children start with extraction's data
+    # loaded (see extract.warm_up).
+    from workers.extract import warm_up as warm_up_extraction
+    from workers.store import fingerprint_article  # noqa: F401  (imports dedup, stories)
+
+    started = time.perf_counter()
+    warm_up_extraction()
+    logging.getLogger("newsagg.app").info(
+        "extraction warmed up in %.1fs", time.perf_counter() - started
+    )
 
 
 def _terminated(signum: int, _frame: Any) -> None:

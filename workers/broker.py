@@ -19,6 +19,16 @@ from typing import Any
 import redis
 
 UNACKED, UNACKED_INDEX = "unacked", "unacked_index"
+# Kombu keeps priority p of a queue in the list "<queue>\x06\x16<p>" (p > 0), "<queue>" for 0.
+_SEP = "\x06\x16"
+PRIORITY_STEPS = range(10)
+
+
+def queue_lists(queue: str) -> list[str]:
+    """The Redis lists holding a queue's messages, one per priority."""
+    return [queue if p == 0 else f"{queue}{_SEP}{p}" for p in PRIORITY_STEPS]
+
+
 _ARGS = re.compile(r"^\((\d+),?")
 _BATCH = 1000
 
@@ -27,10 +37,15 @@ def queue_depths(client: redis.Redis, queues: Iterable[str]) -> dict[str, int]:
     names = list(queues)
     with client.pipeline(transaction=False) as pipe:
         for name in names:
-            pipe.llen(name)
+            for key in queue_lists(name):
+                pipe.llen(key)
         pipe.hlen(UNACKED)
         lengths = pipe.execute()
-    depths = {name: int(n) for name, n in zip(names, lengths, strict=False)}
+    steps = len(PRIORITY_STEPS)
+    depths = {
+        name: sum(int(n) for n in lengths[i * steps : (i + 1) * steps])
+        for i, name in enumerate(names)
+    }
     depths[UNACKED] = int(lengths[-1])
     return depths
 
@@ -53,16 +68,17 @@ def held_ids(client: redis.Redis, queue: str, task: str, unacked_within: float) 
     taken by a worker less than `unacked_within` seconds ago (older ones were taken by a
     worker that is gone: the lease is longer than any task runs or waits)."""
     held: set[int] = set()
-    start = 0
-    while True:
-        batch = client.lrange(queue, start, start + _BATCH - 1)
-        for raw in batch:
-            found = _first_arg(raw, task)
-            if found is not None:
-                held.add(found)
-        if len(batch) < _BATCH:
-            break
-        start += _BATCH
+    for key in queue_lists(queue):
+        start = 0
+        while True:
+            batch = client.lrange(key, start, start + _BATCH - 1)
+            for raw in batch:
+                found = _first_arg(raw, task)
+                if found is not None:
+                    held.add(found)
+            if len(batch) < _BATCH:
+                break
+            start += _BATCH
     recent: list[bytes] = list(
         client.zrangebyscore(UNACKED_INDEX, time.time() - unacked_within, "+inf")  # type: ignore[arg-type]
     )

@@ -40,12 +40,24 @@ from urllib.parse import urljoin, urlsplit
 
 import py3langid
 from htmldate import find_date
+from htmldate.extractors import get_external_parser
 from lxml import etree
-from lxml.html import HtmlElement
+from lxml.html import HtmlComment, HtmlElement, HtmlEntity, HtmlProcessingInstruction
 from trafilatura import bare_extraction
+from trafilatura import utils as trafilatura_utils
 from trafilatura.utils import load_html
 
 from workers.dedup import InvalidURL, canonicalise_url, same_site
+
+# lxml.html finds each element's Python class with a Python callback, run every time an
+# element reaches Python (thousands of times a page inside trafilatura and htmldate); this
+# lookup gives every element lxml.html's HtmlElement (all the methods they use) from C, for
+# about 4 % of the extraction time and the same output (tests/test_extract.py).
+trafilatura_utils.HTML_PARSER.set_element_class_lookup(
+    etree.ElementDefaultClassLookup(
+        element=HtmlElement, comment=HtmlComment, pi=HtmlProcessingInstruction, entity=HtmlEntity
+    )
+)
 
 # No article is this long; a text that is would not fit the full-text index either
 # (PostgreSQL's tsvector holds at most 1 MB), failing its row on every try.
@@ -143,18 +155,21 @@ def load_tree(html: str, max_elements: int, max_depth: int) -> HtmlElement:
     tree = load_html(html)
     if tree is None:
         raise EmptyExtraction("not parseable as HTML")
-    count = depth = 0
-    for event, _element in etree.iterwalk(tree, events=("start", "end")):
-        if event == "end":
-            depth -= 1
-            continue
-        count += 1
-        depth += 1
-        if count > max_elements:
-            raise TooComplex(f"more than {max_elements:,} elements")
-        if depth > max_depth:
-            raise TooComplex(f"elements nested deeper than {max_depth} levels")
+    # Both in libxml2, a fifth of the time of a walk in Python.
+    if int(_COUNT_ELEMENTS(tree)) > max_elements:
+        raise TooComplex(f"more than {max_elements:,} elements")
+    if _deeper_than(max_depth)(tree):
+        raise TooComplex(f"elements nested deeper than {max_depth} levels")
     return tree
+
+
+_COUNT_ELEMENTS = etree.XPath("count(//*)")
+
+
+@cache
+def _deeper_than(depth: int) -> etree.XPath:
+    """An element `depth` levels below the root: a path of that many steps matches."""
+    return etree.XPath("boolean(/" + "/".join(["*"] * (depth + 1)) + ")")
 
 
 def _key(text: str) -> str:
@@ -520,12 +535,19 @@ def _host_names(host: str | None) -> tuple[str, ...]:
     return (host, host.removeprefix("www.")) if host else ()
 
 
+# trafilatura's fast mode skips its fallback extractors (readability, jusText): measured on
+# ../shared/corpus/extraction (README, "Performance") it costs 0.004 of body F1 for about a
+# fifth of the extraction time, and leaves jusText's stop lists (27 MB) unloaded.
+FAST = True
+
+
 def run_trafilatura(html: str | HtmlElement, url: str) -> Any:
     """trafilatura with the production settings (see DESIGN.md): no comments, no in-process
-    dedup (it would silently drop syndicated copies), metadata on."""
+    dedup (it would silently drop syndicated copies), metadata on, fast mode."""
     return bare_extraction(
         html,
         url=url,
+        fast=FAST,
         with_metadata=True,
         include_comments=False,
         deduplicate=False,
@@ -593,3 +615,36 @@ def extract_article(
         modified_source=modified.source if modified else None,
         authors=authors,
     )
+
+
+# A page with what makes extraction load its data: no declared language (the language
+# model), a date only in the text in words (dateparser, which compiles the patterns of every
+# locale it knows on first use), a byline, a canonical link.
+_WARM_UP_PAGE = """<!DOCTYPE html><html><head>
+<title>Harbour reopens after the storm | Gazette</title><link rel="canonical" href="https://gazette.example/news/harbour-reopens">
+<meta name="author" content="Jane Doe"></head><body><header><nav><a href="/">Home</a></nav>
+</header><article><h1>Harbour reopens after the storm</h1>
+<p class="byline">By Jane Doe. Published on Tuesday, 12 March 2024.</p>
+<p>The harbour reopened on Monday after engineers checked the sea wall that the storm had
+damaged last week. Fishing boats left at dawn, and the ferry service resumed its timetable.</p>
+<p>The council said repairs to the promenade would take until the summer, and that the
+coastal path stays closed near the lighthouse while the cliff is surveyed.</p>
+<p>Traders on the quay welcomed the news; several had closed for most of the week.</p>
+</article><footer>Copyright 2024 Gazette</footer></body></html>"""
+
+
+def warm_up() -> None:
+    """Extract one page, so that the data extraction loads lazily (the language model,
+    dateparser's locales, the public-suffix list, compiled patterns) is loaded now.
+
+    Called in a worker's main process before it forks its pool: the children inherit it
+    ready and share its memory, instead of each paying the loading (seconds of CPU and
+    tens of MB) again, every time a child is replaced.
+    """
+    extract_article(_WARM_UP_PAGE, "https://gazette.example/news/harbour-reopens?ref=warm")
+    py3langid.classify("The harbour reopened on Monday after the storm.")
+    # htmldate's last resort: dateparser tries every locale on a string none can read, and
+    # compiles each one's patterns on the way (a second and a half, once).
+    parser = get_external_parser()
+    for text in ("12 March 2024", "mardi 12 mars 2024", "vtorník 12 marca 2024"):
+        parser.get_date_data(text)

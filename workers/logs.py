@@ -66,6 +66,10 @@ def configure_logging(level: str, fmt: str, loggers: list[logging.Logger] | None
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # trafilatura logs every page it discards at WARNING; the fetches row says why already.
     logging.getLogger("trafilatura").setLevel(logging.ERROR)
+    # Celery's two lines per task (received, succeeded) cost more than the task's bookkeeping;
+    # newsagg writes one line per URL with its outcome instead. Failures still show.
+    logging.getLogger("celery.worker.strategy").setLevel(logging.WARNING)
+    logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
     form = formatter(fmt)
     for logger in loggers or [logging.getLogger()]:
         for handler in logger.handlers:

@@ -235,6 +235,31 @@ def crawl_source(
     return CrawlPlan(crawl_id, tuple(ids))
 
 
+# Message priorities the broker keeps apart (app.py: one Redis list per priority, 0 first).
+PRIORITIES = 10
+
+
+def interleave_hosts(
+    conn: psycopg.Connection[Any], url_ids: tuple[int, ...]
+) -> list[tuple[int, int]]:
+    """A priority for each URL of a crawl: its rank among the crawl's URLs of its host.
+
+    A crawl lists its URLs in a burst, mostly of one host, and a host takes one request per
+    gap. Queued in that order, the workers would reach the host's second URL right after
+    its first and find it not ready, again and again. By rank, the queue gives every host's
+    first URL, then every host's second, and so on (as far as PRIORITIES goes): the host's
+    next URL comes up after the other hosts' pages, by when its turn has come.
+    """
+    ranks: dict[str, int] = {}
+    order = []
+    for url_id, url, _delay, _concurrency in store.url_targets(conn, url_ids):
+        origin = origin_of(url)
+        rank = ranks.get(origin, 0)
+        ranks[origin] = rank + 1
+        order.append((url_id, min(rank, PRIORITIES - 1)))
+    return order
+
+
 def fail_crawl(conn: psycopg.Connection[Any], crawl_id: int, error: str) -> None:
     """End a crawl whose source could not be read (or whose reading kept crashing)."""
     seconds = store.fail_crawl(conn, crawl_id, error)
@@ -559,7 +584,12 @@ def _process_claimed(
         crawl_delay = verdict.crawl_delay
     policy = policy_for(settings, pending.host_delay, pending.host_concurrency)
     result = polite_fetch(
-        fetcher, politeness, pending.url, policy, expect="html", crawl_delay=crawl_delay
+        fetcher,
+        politeness,
+        pending.url,
+        policy,
+        expect="html",
+        crawl_delay=crawl_delay,
     )
     if not result.ok:
         if result.retryable and not final_attempt:

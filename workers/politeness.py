@@ -11,6 +11,8 @@ fleet polite to one site. Here the state lives in Redis, keyed by origin
 - ``host:<origin>:inflight``: a sorted set of leases (token → expiry) bounding requests in
   flight; a lease expires by itself if its worker dies.
 - ``host:<origin>:failures``: consecutive failures, for exponential back-off.
+- ``host:<origin>:tail``: the end of the turns reserved for requests that come back later
+  (`Politeness.tickets`): a crawl's burst of one host's URLs is spread over its turns.
 
 A worker that would have to wait longer than a moment does not sleep in its slot: it gets
 the wait back (`HostBusy`) and the task is rescheduled.
@@ -39,30 +41,54 @@ if TYPE_CHECKING:
     from workers.settings import Settings
 
 PREFIX = "newsagg:"
+# Reserved turns are spaced by the host's gap plus this share of it (at most a second).
+TURN_SLACK = 0.25
+# robots.txt verdicts kept in each process, for this long, for at most this many origins.
+LOCAL_ROBOTS_TTL = 60.0
+LOCAL_ROBOTS_MAX = 10_000
 
 # Atomically: drop expired leases; refuse if the host is at its concurrency limit or its
 # next-allowed time is in the future (returning how long to wait); else take a lease and
 # move the next-allowed time on by the minimum gap.
 _ACQUIRE = """
-local next_key, inflight_key = KEYS[1], KEYS[2]
+local next_key, inflight_key, failures_key = KEYS[1], KEYS[2], KEYS[3]
 local gap_ms, max_inflight, lease_ms = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local token = ARGV[4]
+local token, base_ms, cap_ms = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+local failures = tonumber(redis.call('GET', failures_key) or '0')
+if failures >= 2 then
+  gap_ms = math.max(gap_ms, math.min(cap_ms, base_ms * 2 ^ math.min(failures, 20)))
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', inflight_key, '-inf', now)
 if redis.call('ZCARD', inflight_key) >= max_inflight then
   local first = redis.call('ZRANGE', inflight_key, 0, 0, 'WITHSCORES')
   local wait = math.min(tonumber(first[2]) - now, 1000)
-  return {0, math.max(wait, 50)}
+  return {0, math.max(wait, 50), 0, failures}
 end
 local next_at = tonumber(redis.call('GET', next_key) or '0')
 if next_at > now then
-  return {0, next_at - now}
+  return {0, next_at - now, 1, failures}
 end
 redis.call('SET', next_key, now + gap_ms, 'PX', gap_ms + 3600000)
 redis.call('ZADD', inflight_key, now + lease_ms, token)
 redis.call('PEXPIRE', inflight_key, lease_ms + 60000)
-return {1, 0}
+return {1, 0, 0, failures}
+"""
+
+# Reserve `count` turns of a host, `gap` apart, after every turn handed out or reserved so
+# far; returns how long until the first. Tasks that would all wake at the host's next turn
+# and all but one find it taken (a herd, each retry costing a message) get a turn each.
+_TICKETS = """
+local next_key, tail_key = KEYS[1], KEYS[2]
+local gap_ms, count = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local first = math.max(now, tonumber(redis.call('GET', next_key) or '0'),
+                       tonumber(redis.call('GET', tail_key) or '0'))
+local tail = first + gap_ms * count
+redis.call('SET', tail_key, tail, 'PX', tail - now + 3600000)
+return first - now
 """
 
 # Push the host's next-allowed time to at least now + delay (never pulls it earlier).
@@ -81,10 +107,12 @@ return until_ms - now
 class HostBusy(Exception):
     """The host may not be asked now; try again after `wait` seconds."""
 
-    def __init__(self, origin: str, wait: float) -> None:
+    def __init__(self, origin: str, wait: float, pacing: bool = True) -> None:
         super().__init__(f"{origin} is paced: next request allowed in {wait:.1f}s")
         self.origin = origin
         self.wait = wait
+        # True when the host's gap (or a pause) is the reason, False for its in-flight limit.
+        self.pacing = pacing
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +168,10 @@ class Politeness:
         self.settings = settings
         self._acquire = client.register_script(_ACQUIRE)
         self._pause = client.register_script(_PAUSE)
+        self._tickets = client.register_script(_TICKETS)
+        self._local_robots: dict[str, tuple[float, str, str, Protego | None]] = {}
+        # Hosts whose failure count was non-zero at their last acquire.
+        self._failing: set[str] = set()
 
     # -- robots.txt ------------------------------------------------------------------
 
@@ -151,7 +183,7 @@ class Politeness:
             return RobotsVerdict(True)
         if kind == "deny":
             return RobotsVerdict(False, reason=detail)
-        rules = Protego.parse(detail)
+        rules = self._local_robots[origin][3] or Protego.parse(detail)
         agent = self.settings.user_agent
         delay = rules.crawl_delay(agent)
         crawl_delay = float(delay) if delay else None
@@ -167,17 +199,29 @@ class Politeness:
     def _robots_entry(self, origin: str, fetcher: Fetcher) -> tuple[str, str]:
         """(kind, detail) from the cache, fetching robots.txt on a miss: kind is "rules"
         (detail: the file), "allow" or "deny" (detail: why)."""
+        local = self._local_robots.get(origin)
+        if local is not None and local[0] > time.monotonic():
+            return local[1], local[2]
         key = f"{PREFIX}robots:{origin}"
         raw = self.redis.get(key)
         if raw is not None:
             text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
             kind, _, detail = text.partition("\n")
-            return kind, detail
-        kind, detail = self._fetch_robots(origin, fetcher)
-        ttl = self.settings.robots_error_ttl if kind == "deny" else self.settings.robots_ttl
-        # One string "kind\ndetail" per origin.
-        self.redis.set(key, f"{kind}\n{detail}".encode("utf-8", "replace"), ex=int(ttl))
+        else:
+            kind, detail = self._fetch_robots(origin, fetcher)
+            ttl = self.settings.robots_error_ttl if kind == "deny" else self.settings.robots_ttl
+            # One string "kind\ndetail" per origin.
+            self.redis.set(key, f"{kind}\n{detail}".encode("utf-8", "replace"), ex=int(ttl))
+        self._remember_robots(origin, kind, detail)
         return kind, detail
+
+    def _remember_robots(self, origin: str, kind: str, detail: str) -> None:
+        # A minute in the process saves a Redis read (and a parse) per article; a change is
+        # seen by every worker within that minute.
+        if len(self._local_robots) >= LOCAL_ROBOTS_MAX:
+            self._local_robots.clear()
+        rules = Protego.parse(detail) if kind == "rules" else None
+        self._local_robots[origin] = (time.monotonic() + LOCAL_ROBOTS_TTL, kind, detail, rules)
 
     def _fetch_robots(self, origin: str, fetcher: Fetcher) -> tuple[str, str]:
         # RFC 9309: 4xx means no rules; a server error or no answer means "assume full
@@ -198,17 +242,53 @@ class Politeness:
     # -- pacing ------------------------------------------------------------------------
 
     def acquire(self, origin: str, policy: HostPolicy, crawl_delay: float | None = None) -> str:
-        """Take a request slot for origin or raise HostBusy with the wait."""
-        gap = max(policy.min_delay, crawl_delay or 0.0, self._backoff(origin))
+        """Take a request slot for origin or raise HostBusy with the wait (one round trip:
+        the back-off of a failing host is applied in the same script)."""
+        gap = max(policy.min_delay, crawl_delay or 0.0)
         token = uuid.uuid4().hex
         lease_ms = int((self.settings.total_timeout + 30) * 1000)
-        got, wait_ms = self._acquire(
-            keys=[f"{PREFIX}host:{origin}:next", f"{PREFIX}host:{origin}:inflight"],
-            args=[int(gap * 1000), policy.max_inflight, lease_ms, token],
+        got, wait_ms, pacing, failures = self._acquire(
+            keys=[
+                f"{PREFIX}host:{origin}:next",
+                f"{PREFIX}host:{origin}:inflight",
+                f"{PREFIX}host:{origin}:failures",
+            ],
+            args=[
+                int(gap * 1000),
+                policy.max_inflight,
+                lease_ms,
+                token,
+                int(self.settings.host_delay * 1000),
+                int(self.settings.host_backoff_max * 1000),
+            ],
         )
+        if int(failures):
+            self._failing.add(origin)
+        else:
+            self._failing.discard(origin)
         if int(got) == 1:
             return token
-        raise HostBusy(origin, int(wait_ms) / 1000)
+        raise HostBusy(origin, int(wait_ms) / 1000, pacing=bool(int(pacing)))
+
+    def tickets(
+        self, origin: str, policy: HostPolicy, count: int, crawl_delay: float | None = None
+    ) -> list[float]:
+        """Reserve `count` future turns of the host for requests that will come back then
+        (a task's countdown); the seconds until each. The turns are not a lease: the
+        request still takes its slot when it comes, so the host's gap holds whatever
+        happens meanwhile."""
+        gap = max(policy.min_delay, crawl_delay or 0.0, self._backoff(origin))
+        # Turns a little more than a gap apart: a request that starts late (its worker was
+        # busy) pushes the host's next turn back by as much, and the request after it, on
+        # time for its own turn, would find the host not ready and go round again.
+        spacing = int((gap + min(gap * TURN_SLACK, 1.0)) * 1000)
+        first = int(
+            self._tickets(
+                keys=[f"{PREFIX}host:{origin}:next", f"{PREFIX}host:{origin}:tail"],
+                args=[spacing, count],
+            )
+        )
+        return [(first + i * spacing) / 1000 for i in range(count)]
 
     def release(self, origin: str, token: str) -> None:
         self.redis.zrem(f"{PREFIX}host:{origin}:inflight", token)
@@ -221,7 +301,11 @@ class Politeness:
         crawl_delay: float | None = None,
         max_wait: float | None = None,
     ) -> Iterator[None]:
-        """Hold a request slot for url's host; waits up to max_wait seconds in place."""
+        """Hold a request slot for url's host; waits up to max_wait seconds in place.
+
+        When the host is not ready, HostBusy says when to come back: at a turn reserved for
+        this request (not at the host's next turn, where all that wait for it would meet).
+        """
         origin = origin_of(url)
         limit = self.settings.max_inline_wait if max_wait is None else max_wait
         deadline = time.monotonic() + limit
@@ -230,9 +314,13 @@ class Politeness:
                 token = self.acquire(origin, policy, crawl_delay)
                 break
             except HostBusy as busy:
-                if time.monotonic() + busy.wait > deadline:
-                    raise
-                time.sleep(busy.wait)
+                if time.monotonic() + busy.wait <= deadline:
+                    time.sleep(busy.wait)
+                    continue
+                if busy.pacing:
+                    # Come back at a turn of one's own, not at the next one with the herd.
+                    busy.wait = max(busy.wait, self.tickets(origin, policy, 1, crawl_delay)[0])
+                raise
         try:
             yield
         finally:
@@ -272,12 +360,19 @@ class Politeness:
         if result.retryable:
             failures = self.redis.incr(key)
             self.redis.expire(key, int(self.settings.host_backoff_max) + 600)
+            self._failing.add(origin)
             if failures >= 2 and note is None:
                 note = (
                     f"{failures} failures in a row: host backed off to {self._backoff(origin):g}s"
                 )
-        elif result.http_status is not None and result.http_status < 500:
+        elif (
+            result.http_status is not None
+            and result.http_status < 500
+            and (origin in self._failing)
+        ):
+            # Only a host that was failing has a count to reset (acquire saw it).
             self.redis.delete(key)
+            self._failing.discard(origin)
         return note
 
 

@@ -54,8 +54,9 @@ class Settings(BaseSettings):
     host_concurrency: int = Field(default=2, ge=1, description="requests in flight per host")
     host_backoff_max: float = Field(default=3600.0, gt=0)
     # A worker waits in place at most this long for its host's turn; longer waits
-    # reschedule the task instead of holding a worker slot.
-    max_inline_wait: float = Field(default=3.0, ge=0)
+    # reschedule the task (at a turn of its own) instead of holding a worker process that
+    # other hosts' pages could use.
+    max_inline_wait: float = Field(default=0.25, ge=0)
     robots_ttl: int = Field(default=86_400, ge=60)
     robots_error_ttl: int = Field(default=600, ge=10)
     # Extraction bounds: a page whose tree is larger or deeper is refused before trafilatura.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -732,6 +732,18 @@ def queue_urls(
     return ids
 
 
+def url_targets(
+    conn: psycopg.Connection[Any], url_ids: list[int] | tuple[int, ...]
+) -> list[tuple[int, str, float | None, int | None]]:
+    """(id, url, source host_delay, source host_concurrency) of frontier URLs, by id."""
+    rows = conn.execute(
+        "SELECT d.id, d.url, s.host_delay, s.host_concurrency FROM discovered_urls d "
+        "LEFT JOIN sources s ON s.id = d.source_id WHERE d.id = ANY(%s) ORDER BY d.id",
+        (list(url_ids),),
+    ).fetchall()
+    return [(int(r[0]), str(r[1]), r[2], r[3]) for r in rows]
+
+
 def pending_url(conn: psycopg.Connection[Any], url_id: int) -> PendingURL | None:
     """The URL if it still waits for processing; None when done, failed for good, or gone."""
     with conn.cursor(row_factory=class_row(PendingURL)) as cur:
@@ -780,6 +792,20 @@ def release_claim(conn: psycopg.Connection[Any], url_id: int, claimant: str) -> 
         "WHERE id = %s AND state = 'pending' AND claimed_by = %s",
         (url_id, claimant),
     )
+
+
+def _fetch_values(fetch: FetchRecord) -> dict[str, Any]:
+    return {
+        "purpose": fetch.purpose,
+        "url": fetch.url,
+        "final_url": fetch.final_url,
+        "status": fetch.status,
+        "http_status": fetch.http_status,
+        "error": fetch.error[:2000] if fetch.error else None,
+        "content_type": fetch.content_type[:200] if fetch.content_type else None,
+        "bytes": fetch.bytes,
+        "elapsed_ms": fetch.elapsed_ms,
+    }
 
 
 def record_fetch(
@@ -853,48 +879,53 @@ def finish_url(
                 story_window_days=story_window_days,
                 near_dup_min_words=near_dup_min_words,
             )
-        record_fetch(conn, fetch, crawl_id=crawl_id, source_id=source_id, article_id=article_id)
-        conn.execute(
-            "UPDATE discovered_urls SET state = %s, attempts = attempts + 1, last_status = %s, "
-            "retryable = %s, article_id = coalesce(%s, article_id), processed_at = now(), "
-            "claimed_at = NULL WHERE id = %s",
-            (
-                "failed" if outcome == "failed" else "done",
-                fetch.status,
-                retryable,
-                article_id,
-                url_id,
-            ),
-        )
-        finished = count_outcome(conn, crawl_id, outcome) if crawl_id is not None else None
+        # The fetches row, the URL's state and the crawl's counters in one statement: a
+        # round trip is a good part of what storing costs.
+        column = sql.Identifier(OUTCOME_COLUMNS[outcome])
+        done = conn.execute(
+            sql.SQL(
+                """
+                WITH logged AS (
+                    INSERT INTO fetches (crawl_id, source_id, purpose, url, final_url, status,
+                                         http_status, error, content_type, bytes, elapsed_ms,
+                                         article_id)
+                    VALUES (%(crawl)s, %(source)s, %(purpose)s, %(url)s, %(final_url)s,
+                            %(status)s, %(http_status)s, %(error)s, %(content_type)s,
+                            %(bytes)s, %(elapsed_ms)s, %(article)s)
+                ), moved AS (
+                    UPDATE discovered_urls
+                       SET state = %(state)s, attempts = attempts + 1, last_status = %(status)s,
+                           retryable = %(retryable)s,
+                           article_id = coalesce(%(article)s, article_id),
+                           processed_at = now(), claimed_at = NULL
+                     WHERE id = %(id)s
+                )
+                UPDATE crawls
+                   SET urls_done = urls_done + 1, {col} = {col} + 1, last_activity_at = now(),
+                       status = CASE WHEN status = 'running' AND urls_done + 1 >= urls_queued
+                                     THEN 'finished' ELSE status END,
+                       finished_at = CASE WHEN status = 'running'
+                                           AND urls_done + 1 >= urls_queued
+                                          THEN now() ELSE finished_at END
+                 WHERE id = %(crawl)s
+                RETURNING CASE WHEN status = 'finished' AND finished_at = now()
+                               THEN extract(epoch FROM finished_at - queued_at)::float8 END
+                """
+            ).format(col=column),
+            {
+                **_fetch_values(fetch),
+                "crawl": crawl_id,
+                "source": source_id,
+                "article": article_id,
+                "state": "failed" if outcome == "failed" else "done",
+                "retryable": retryable,
+                "id": url_id,
+            },
+        ).fetchone()
+        finished = done[0] if done else None
     if finished is not None and on_crawl_end is not None:
         on_crawl_end("finished", finished)
     return outcome
-
-
-def count_outcome(conn: psycopg.Connection[Any], crawl_id: int, outcome: Outcome) -> float | None:
-    """Add one processed URL to a crawl; the update that processes its last URL finishes it.
-
-    Returns the crawl's duration in seconds when this update finished it, else None.
-    """
-    column = sql.Identifier(OUTCOME_COLUMNS[outcome])
-    row = conn.execute(
-        sql.SQL(
-            """
-            UPDATE crawls
-               SET urls_done = urls_done + 1, {col} = {col} + 1, last_activity_at = now(),
-                   status = CASE WHEN status = 'running' AND urls_done + 1 >= urls_queued
-                                 THEN 'finished' ELSE status END,
-                   finished_at = CASE WHEN status = 'running' AND urls_done + 1 >= urls_queued
-                                      THEN now() ELSE finished_at END
-             WHERE id = %s
-            RETURNING CASE WHEN status = 'finished' AND finished_at = now()
-                           THEN extract(epoch FROM finished_at - queued_at)::float8 END
-            """
-        ).format(col=column),
-        (crawl_id,),
-    ).fetchone()
-    return row[0] if row else None
 
 
 # -- articles ---------------------------------------------------------------------------
@@ -940,19 +971,22 @@ class _Match:
 
 
 def _lock_keys(conn: psycopg.Connection[Any], fingerprint: Fingerprint) -> None:
-    """Take the band and term locks, in one statement, in sorted order (no deadlocks).
+    """Take the text-hash lock, then the band and term locks sorted (no deadlocks), in one
+    statement (a round trip per article saved).
 
-    Two articles that LSH would pair share a band key, and two that story matching would
-    pair share a term, so whichever commits second waits here and then sees the first.
+    Two articles with the same text share the text lock; two that LSH would pair share a
+    band key, two that story matching would pair share a term; whichever commits second
+    waits here and then sees the first.
     """
     keys = set(fingerprint.text.bands)
     keys.update(_term_key(term) for term in fingerprint.terms)
-    if keys:
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(k, n) "
-            "ORDER BY n",
-            (sorted(keys),),
-        )
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(k) FROM ("
+        "  SELECT hashtextextended('text:' || %s, 0) AS k, 0::bigint AS n"
+        "  UNION ALL SELECT k, n FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(k, n)"
+        ") locks ORDER BY n",
+        (fingerprint.content_hash, sorted(keys)),
+    )
 
 
 def _term_key(term: str) -> int:
@@ -1062,30 +1096,44 @@ def _index_article(
     story_id: int | None,
     *,
     original: bool,
+    new: bool = False,
 ) -> None:
-    """(Re)write the article's band keys, and for an original its story terms."""
-    conn.execute("DELETE FROM article_bands WHERE article_id = %s", (article_id,))
-    conn.execute("DELETE FROM article_terms WHERE article_id = %s", (article_id,))
-    if fingerprint.text.bands:
+    """(Re)write the article's band keys, and for an original its story terms, in one
+    statement (a new article has none to delete)."""
+    terms = list(fingerprint.terms) if original and story_id is not None else []
+    if not new:
+        # Apart from the inserts: in one statement, an insert of a key the delete removes
+        # may run first and collide with it.
         conn.execute(
-            "INSERT INTO article_bands (band_key, event_at, article_id) "
-            "SELECT DISTINCT k, %s::timestamptz, %s FROM unnest(%s::bigint[]) k",
-            (event_at, article_id, list(fingerprint.text.bands)),
+            "WITH gone AS (DELETE FROM article_bands WHERE article_id = %(id)s) "
+            "DELETE FROM article_terms WHERE article_id = %(id)s",
+            {"id": article_id},
         )
-    if original and story_id is not None and fingerprint.terms:
-        conn.execute(
-            "INSERT INTO article_terms (term, event_at, article_id, story_id) "
-            "SELECT DISTINCT t, %s::timestamptz, %s, %s FROM unnest(%s::text[]) t",
-            (event_at, article_id, story_id, list(fingerprint.terms)),
+    conn.execute(
+        """
+        WITH bands AS (
+            INSERT INTO article_bands (band_key, event_at, article_id)
+            SELECT DISTINCT k, %(at)s::timestamptz, %(id)s FROM unnest(%(bands)s::bigint[]) k
         )
+        INSERT INTO article_terms (term, event_at, article_id, story_id)
+        SELECT DISTINCT t, %(at)s::timestamptz, %(id)s, %(story)s
+          FROM unnest(%(terms)s::text[]) t
+        """,
+        {
+            "id": article_id,
+            "at": event_at,
+            "bands": list(fingerprint.text.bands),
+            "story": story_id,
+            "terms": terms,
+        },
+    )
 
 
-def _event_at(conn: psycopg.Connection[Any], published_at: datetime | None) -> datetime:
-    row = conn.execute(
-        "SELECT least(coalesce(%s::timestamptz, now()), now())", (published_at,)
-    ).fetchone()
-    assert row is not None
-    return row[0]  # type: ignore[no-any-return]
+def _event_at(published_at: datetime | None) -> datetime:
+    """When the article's news happened, for the windows: its publication time, unless
+    unknown or in the future (then now)."""
+    now = datetime.now(UTC)
+    return now if published_at is None or published_at > now else published_at
 
 
 def store_article(
@@ -1119,9 +1167,8 @@ def store_article(
     ).fetchone()
     if existing is not None:
         return _refresh_article(conn, article, fingerprint, existing)
-    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('text:' || %s, 0))", (digest,))
     _lock_keys(conn, fingerprint)
-    event_at = _event_at(conn, article.published_at)
+    event_at = _event_at(article.published_at)
     match: _Match | None = None
     exact = conn.execute(
         "SELECT coalesce(duplicate_of, id), story_id FROM articles WHERE content_hash = %s "
@@ -1167,7 +1214,9 @@ def store_article(
     ).fetchone()
     assert row is not None
     article_id = int(row[0])
-    _index_article(conn, article_id, fingerprint, event_at, story_id, original=match is None)
+    _index_article(
+        conn, article_id, fingerprint, event_at, story_id, original=match is None, new=True
+    )
     return article_id, "duplicate" if match is not None else "stored"
 
 
@@ -1221,7 +1270,6 @@ def _refresh_article(
     if old_hash == digest:
         conn.execute("UPDATE articles SET fetched_at = now() WHERE id = %s", (article_id,))
         return article_id, "unchanged"
-    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('text:' || %s, 0))", (digest,))
     _lock_keys(conn, fingerprint)
     conn.execute(
         "INSERT INTO article_revisions "

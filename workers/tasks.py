@@ -119,8 +119,13 @@ def crawl_source(self: Task, crawl_id: int, errors: int = 0, outages: int = 0) -
             ) from None
         _fail_crawl(crawl_id, f"reading the source failed {errors + 1} times: {error}")
         return 0
-    for url_id in plan.url_ids:
-        process_article.delay(url_id)
+
+    def interleave() -> list[tuple[int, int]]:
+        with resources.pool.connection() as conn:
+            return pipeline.interleave_hosts(conn, plan.url_ids)
+
+    for url_id, priority in wait_out(interleave):
+        process_article.apply_async((url_id,), priority=priority)
     return len(plan.url_ids)
 
 
@@ -141,7 +146,11 @@ def _fail_crawl(crawl_id: int, error: str) -> None:
     max_retries=None,  # bounded by settings.fetch_retries / task_retries; host waits by time
 )
 def process_article(
-    self: Task, url_id: int, failures: int = 0, errors: int = 0, outages: int = 0
+    self: Task,
+    url_id: int,
+    failures: int = 0,
+    errors: int = 0,
+    outages: int = 0,
 ) -> str | None:
     """Fetch, extract and store one article URL.
 
@@ -174,6 +183,7 @@ def process_article(
         if busy.wait > MAX_COUNTDOWN:
             return _give_up(url_id, str(busy), status="host_backoff", retryable=True)
         metrics.HOST_WAIT_SECONDS.labels(host).inc(busy.wait)
+        log.debug("host not ready, rescheduled", host=host, wait=busy.wait, pacing=busy.pacing)
         raise self.retry(countdown=busy.wait, kwargs=retry_kwargs) from None
     except Outage as exc:
         _release(url_id, claimant)
