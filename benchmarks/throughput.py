@@ -57,6 +57,8 @@ MB = 1024 * 1024
 # --profile FILE: py-spy's collapsed stacks of newsagg's worker processes during its crawl.
 PROFILE: str | None = None
 PROFILE_MAIN = bool(os.environ.get("NEWSAGG_BENCH_PROFILE_MAIN"))
+# The dev extra installs it next to this interpreter, which need not be on PATH.
+PY_SPY = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
 
 
 # -- the web, in a process of its own -----------------------------------------------------
@@ -169,14 +171,28 @@ def session_pids(sid: int) -> list[int]:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used (its exited children not included)."""
+def cpu_seconds(pid: int, reaped: bool = False) -> float:
+    """User + system CPU time a process has used; with `reaped`, plus that of its children
+    that have exited and been waited for."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         fields = stat[stat.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / _TICK
+        ticks = int(fields[11]) + int(fields[12])
+        if reaped:
+            ticks += int(fields[13]) + int(fields[14])
+        return ticks / _TICK
     except (OSError, ValueError, IndexError):
         return 0.0
+
+
+def service_cpu() -> dict[str, float]:
+    """CPU seconds used so far by PostgreSQL and Redis: the live processes, and through the
+    postmaster's reaped children, the backends that have exited (a worker's connections come
+    and go with its pool processes)."""
+    return {
+        name: sum(cpu_seconds(pid, reaped=True) for pid in pids)
+        for name, pids in service_pids().items()
+    }
 
 
 def service_pids() -> dict[str, list[int]]:
@@ -367,25 +383,24 @@ def measure_newsagg(
             store.add_source(conn, f"site{host.index:03d}", host.source_url(), host.kind)  # type: ignore[arg-type]
     worker = start_worker(env, worker_args, workdir / "worker.log")
     profiler = None
-    if PROFILE:
-        # py-spy samples the worker and its children (collapsed stacks, for flame graphs)
-        profiler = subprocess.Popen(
-            ["py-spy", "record", *(["--subprocesses"] if not PROFILE_MAIN else []),
-             "--format", "raw", "--rate", "100", "-o", PROFILE, "--pid", str(worker.pid)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        time.sleep(1)
     try:
+        if PROFILE:
+            # py-spy samples the worker and its children (collapsed stacks, for flame graphs)
+            profiler = subprocess.Popen(
+                [PY_SPY, "record", *(["--subprocesses"] if not PROFILE_MAIN else []),
+                 "--format", "raw", "--rate", "100", "-o", PROFILE, "--pid", str(worker.pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            time.sleep(1)
         served.reset()
-        services = service_pids()
-        before = {k: sum(cpu_seconds(p) for p in v) for k, v in services.items()}
+        before = service_cpu()
         web_before = cpu_seconds(served.proc.pid)  # type: ignore[arg-type]
         with MemoryWatch([worker.pid]) as memory:
             newsagg("crawl", "--all", "--wait", "--timeout", "7200", env=env)
         used = {
             "worker main": memory.used(worker.pid),
             "worker children": sum(memory.used(p) for p in memory.cpu if p != worker.pid),
-            **{k: sum(cpu_seconds(p) for p in v) - before[k] for k, v in services.items()},
+            **{k: v - before[k] for k, v in service_cpu().items()},
             "web server": cpu_seconds(served.proc.pid) - web_before,  # type: ignore[arg-type]
         }
         if profiler is not None:
@@ -553,6 +568,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--worker-args", default="", help="arguments for `newsagg worker` (default: README's)"
     )
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="ARGS",
+        help="also measure newsagg with these worker arguments, in the same runs",
+    )
     parser.add_argument("--only", default="limit,newsagg,peer")
     parser.add_argument(
         "--env", action="append", default=[], help="NAME=VALUE for newsagg's processes"
@@ -566,7 +588,10 @@ def main(argv: list[str] | None = None) -> None:
     worker_args = args.worker_args.split()
     extra_env = dict(item.split("=", 1) for item in args.env)
     workdir = Path(tempfile.mkdtemp(prefix="newsagg-bench-"))
-    results: dict[str, list[Run]] = {"limit": [], "newsagg": [], "peer": []}
+    # Each newsagg configuration is measured in every run, interleaved with the others: the
+    # machine's speed drifts between runs more than configurations differ.
+    configs = {"newsagg": worker_args, **{f"newsagg {a}": a.split() for a in args.compare}}
+    results: dict[str, list[Run]] = {"limit": [], **{c: [] for c in configs}, "peer": []}
     with served_web(args.hosts, pages=args.pages or None) as served:
         web = served.web
         feeds = sum(1 for h in web.hosts if h.kind == "feed")
@@ -580,11 +605,11 @@ def main(argv: list[str] | None = None) -> None:
                 rate, texts = measure_limit(web, args.processes)
                 results["limit"].append(Run(rate, len(web.pages), score(texts, web, truth, False)))
                 print(f"run {n + 1} limit   {rate:6.1f} pages/s", flush=True)
-            if "newsagg" in only:
-                run = measure_newsagg(served, truth, worker_args, workdir, extra_env)
-                results["newsagg"].append(run)
+            for config, config_args in configs.items() if "newsagg" in only else ():
+                run = measure_newsagg(served, truth, config_args, workdir, extra_env)
+                results[config].append(run)
                 print(
-                    f"run {n + 1} newsagg {run.pages_per_s:6.1f} pages/s {'; '.join(run.notes)}",
+                    f"run {n + 1} {config} {run.pages_per_s:6.1f} pages/s {'; '.join(run.notes)}",
                     flush=True,
                 )
             if "peer" in only:
@@ -595,7 +620,7 @@ def main(argv: list[str] | None = None) -> None:
                     flush=True,
                 )
     print()
-    print(f"{'':<34} {'pages/s (median)':>16} {'runs':>24} {'body F1':>8} {'P':>6} {'R':>6}")
+    print(f"{'':<40} {'pages/s (median)':>16} {'runs':>24} {'body F1':>8} {'P':>6} {'R':>6}")
     labels = {
         "limit": "limit: trafilatura default, memory",
         "newsagg": "newsagg crawl --all --wait",
@@ -607,7 +632,7 @@ def main(argv: list[str] | None = None) -> None:
         f1 = runs[-1].f1
         shown = " ".join(f"{r.pages_per_s:.1f}" for r in runs)
         print(
-            f"{labels[name]:<34} {median(runs):>16.1f} {shown:>24} {f1.f1:>8.3f} "
+            f"{labels.get(name, name):<40} {median(runs):>16.1f} {shown:>24} {f1.f1:>8.3f} "
             f"{f1.precision:>6.3f} {f1.recall:>6.3f}"
         )
     if results["newsagg"] and results["limit"]:
@@ -616,7 +641,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"newsagg / peer:  {median(results['newsagg']) / median(results['peer']):.2f}")
     if results["peer"] and results["limit"]:
         print(f"peer / limit:    {median(results['peer']) / median(results['limit']):.2f}")
-    for name in ("newsagg", "peer"):
+    for name in [*configs, "peer"]:
         if results[name]:
             peaks = results[name][-1].peak_rss
             shown = ", ".join(f"{k} {v / MB:.0f} MB" for k, v in peaks.items())

@@ -5,12 +5,18 @@ from __future__ import annotations
 import gzip
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from lxml import etree
+from lxml.html import HTMLParser, fromstring
+from trafilatura import bare_extraction
+from trafilatura.utils import HTML_PARSER
 
 from tests.conftest import CORPUS
 from workers.extract import (
+    FUTURE_SLACK,
+    NOT_RUN,
     EmptyExtraction,
     FeedHints,
     SourcedDate,
@@ -26,7 +32,10 @@ from workers.extract import (
     run_trafilatura,
     split_authors,
     split_tags,
+    trafilatura_date,
 )
+from workers.extract import _find_date_before as find_markup_date
+from workers.fetch import decode_body
 
 EXPECTED = json.loads((CORPUS / "metadata" / "expected.json").read_text())
 
@@ -382,3 +391,53 @@ def test_trafilatura_leaves_the_tree_intact() -> None:
     before = etree.tostring(tree)
     run_trafilatura(tree, "https://www.bbc.com/news/world-us-canada-33646542")
     assert etree.tostring(tree) == before
+
+
+def _corpus_pages(every: int) -> list[tuple[str, str]]:
+    """Every `every`-th page of the dates corpus (real pages of many sites), decoded."""
+    out = []
+    for url, entry in list(DATES.items())[::every]:
+        raw = gzip.decompress((CORPUS / "dates" / entry["file"]).read_bytes())
+        out.append((url, decode_body(raw, "text/html")[0]))
+    return out
+
+
+def test_trafilatura_date_is_the_markup_search() -> None:
+    """Reusing trafilatura's date gives what the markup search would have (or runs it)."""
+    now = datetime.now(UTC)
+    reused = 0
+    for url, html in _corpus_pages(every=4):
+        tree = load_tree(html, 100_000, 200)
+        found = trafilatura_date(run_trafilatura(tree, url, now))
+        if found is NOT_RUN:
+            continue
+        reused += 1
+        markup = find_markup_date(tree, now + FUTURE_SLACK, extensive=False, original=True)
+        assert found == markup, url
+    assert reused > 20
+
+
+def test_element_class_lookup_changes_no_extraction() -> None:
+    """workers.extract sets a C element-class lookup on trafilatura's parser (for speed);
+    trafilatura's output is the same as with lxml.html's own lookup."""
+    plain = HTMLParser(
+        collect_ids=False,
+        default_doctype=False,
+        encoding="utf-8",
+        remove_comments=True,
+        remove_pis=True,
+    )
+    for url, html in _corpus_pages(every=8):
+        data = html.encode("utf-8", "surrogatepass")
+        with_c = bare_extraction(fromstring(data, parser=HTML_PARSER), url=url, with_metadata=True)
+        without = bare_extraction(fromstring(data, parser=plain), url=url, with_metadata=True)
+        assert _comparable(with_c) == _comparable(without), url
+
+
+def _comparable(doc: Any) -> dict[str, Any] | None:
+    if doc is None:
+        return None
+    return {
+        key: etree.tostring(value) if isinstance(value, etree._Element) else value
+        for key, value in doc.as_dict().items()
+    }

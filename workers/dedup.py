@@ -137,9 +137,12 @@ def words(text: str) -> list[str]:
     return [w for w in _NON_WORD.split(normalise_text(text)) if w]
 
 
-def shingles(text: str, size: int = SHINGLE_WORDS) -> frozenset[str]:
-    """The set of word `size`-grams of the normalised text (one shingle for a shorter text)."""
-    tokens = words(text)
+def shingles(
+    text: str, size: int = SHINGLE_WORDS, tokens: list[str] | None = None
+) -> frozenset[str]:
+    """The set of word `size`-grams of the normalised text (one shingle for a shorter text);
+    `tokens`: its words(), when already split."""
+    tokens = words(text) if tokens is None else tokens
     if len(tokens) <= size:
         return frozenset([" ".join(tokens)]) if tokens else frozenset()
     return frozenset(" ".join(tokens[i : i + size]) for i in range(len(tokens) - size + 1))
@@ -199,8 +202,9 @@ def body_text(title: str | None, text: str) -> str:
 
 def text_signature(text: str, min_words: int) -> TextSignature:
     """Shingles and LSH band keys of an article body (no bands below min_words words)."""
-    count = len(words(text))
-    shingle_set = shingles(text)
+    tokens = words(text)
+    count = len(tokens)
+    shingle_set = shingles(text, tokens=tokens)
     if count < min_words or not shingle_set:
         return TextSignature(count, shingle_set, ())
     return TextSignature(count, shingle_set, band_keys(minhash(shingle_set).hashvalues))

@@ -105,6 +105,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # text for people, json (one object per line) for log collectors.
     log_format: Literal["text", "json"] = "text"
+    # Default: cores + 1 (cli.default_concurrency, chosen by measurement).
     worker_concurrency: int | None = Field(default=None, ge=1)
 
     # Observability. Each worker serves Prometheus metrics for all its processes on this port
