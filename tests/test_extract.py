@@ -219,6 +219,18 @@ def test_published_from_text() -> None:
     assert article.published_source == "text"
 
 
+def test_feed_date_wins_over_a_date_in_the_text() -> None:
+    # The text is not searched when the feed gives a plausible date, even a distant one.
+    html = synthetic(body="<div>Posted on Friday, May 17, 2024 by staff</div>")
+    feed = datetime(2024, 5, 10, 8, tzinfo=UTC)
+    article = extract_article(html, "https://coast.example/harbour", FeedHints(None, feed), now=NOW)
+    assert (article.published_at, article.published_source) == (feed, "feed")
+    # An implausible feed date is no date: the text is searched.
+    future = FeedHints(None, NOW + timedelta(days=30))
+    article = extract_article(html, "https://coast.example/harbour", future, now=NOW)
+    assert article.published_source == "text"
+
+
 @pytest.mark.parametrize("footer", ["", "<footer>© 2023 Coast Times</footer>"])
 def test_no_date_anywhere(footer: str) -> None:
     # A bare year (htmldate's copyright guess, as 1 January) is not a publication day.
