@@ -350,6 +350,7 @@ def start_worker(env: dict[str, str], args: list[str], log: Path) -> subprocess.
     deadline = time.monotonic() + 60
     while " ready." not in log.read_text():
         if proc.poll() is not None or time.monotonic() > deadline:
+            stop(proc)
             raise RuntimeError("the worker did not start:\n" + log.read_text()[-3000:])
         time.sleep(0.1)
     return proc
@@ -396,7 +397,7 @@ def measure_newsagg(
         before = service_cpu()
         web_before = cpu_seconds(served.proc.pid)  # type: ignore[arg-type]
         with MemoryWatch([worker.pid]) as memory:
-            newsagg("crawl", "--all", "--wait", "--timeout", "7200", env=env)
+            newsagg("crawl", "--all", "--wait", "--timeout", "3000", env=env)
         used = {
             "worker main": memory.used(worker.pid),
             "worker children": sum(memory.used(p) for p in memory.cpu if p != worker.pid),
@@ -408,7 +409,8 @@ def measure_newsagg(
             profiler.wait(30)
         with psycopg.connect(env["DATABASE_URL"]) as conn:
             row = conn.execute(
-                "SELECT extract(epoch FROM max(processed_at))::float8, count(*), "
+                "SELECT extract(epoch FROM max(processed_at))::float8, "
+                "count(*) FILTER (WHERE state <> 'pending'), "
                 "count(*) FILTER (WHERE state = 'pending') FROM discovered_urls"
             ).fetchone()
             assert row is not None
@@ -425,6 +427,8 @@ def measure_newsagg(
             ).fetchone()
             articles = conn.execute("SELECT count(*) FROM articles").fetchone()
     finally:
+        if profiler is not None and profiler.poll() is None:
+            profiler.kill()
         stop(worker)
     elapsed = last - served.first.value
     run = Run(processed / elapsed, processed, score(texts, web, truth, by_name=False))
@@ -494,6 +498,10 @@ def peer_config(directory: Path) -> Path:
     return path
 
 
+# Longer than any run here: a hung peer fails the benchmark instead of stalling it.
+PEER_TIMEOUT = 3600
+
+
 def measure_peer(served: Served, truth: dict[str, Any], workdir: Path) -> Run:
     web = served.web
     config = peer_config(workdir)
@@ -521,20 +529,28 @@ def measure_peer(served: Served, truth: dict[str, Any], workdir: Path) -> Run:
 
     served.reset()
     sessions: list[int] = []
-    with MemoryWatch(sessions) as memory:
-        by_feed = peer("--feed", "-i", str(feeds), *common, "-o", str(out_feeds),
-                       stdout=subprocess.DEVNULL)  # fmt: skip
-        sessions.append(by_feed.pid)
-        with (workdir / "urls.txt").open("w") as urls:
-            listing = peer("--sitemap", "-i", str(sitemaps), "--list", "--config-file",
-                           str(config), stdout=urls)  # fmt: skip
-            sessions.append(listing.pid)
-            listing.wait()
-        by_sitemap = peer("-i", str(workdir / "urls.txt"), *common, "-o", str(out_sitemaps),
-                          stdout=subprocess.DEVNULL)  # fmt: skip
-        sessions.append(by_sitemap.pid)
-        by_feed.wait()
-        by_sitemap.wait()
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str, **kw: Any) -> subprocess.Popen[bytes]:
+        proc = peer(*args, **kw)
+        started.append(proc)
+        sessions.append(proc.pid)
+        return proc
+
+    try:
+        with MemoryWatch(sessions) as memory:
+            by_feed = start("--feed", "-i", str(feeds), *common, "-o", str(out_feeds),
+                            stdout=subprocess.DEVNULL)  # fmt: skip
+            with (workdir / "urls.txt").open("w") as urls:
+                start("--sitemap", "-i", str(sitemaps), "--list", "--config-file",
+                      str(config), stdout=urls).wait(PEER_TIMEOUT)  # fmt: skip
+            by_sitemap = start("-i", str(workdir / "urls.txt"), *common, "-o",
+                               str(out_sitemaps), stdout=subprocess.DEVNULL)  # fmt: skip
+            by_feed.wait(PEER_TIMEOUT)
+            by_sitemap.wait(PEER_TIMEOUT)
+    finally:
+        for proc in started:
+            stop(proc)
     by_file = {url_filename(url): url for url in web.article_urls(by_name=True)}
     texts: dict[str, str] = {}
     last = 0.0

@@ -526,7 +526,7 @@ def celery_command(settings: Settings, *args: str) -> list[str]:
 
 def default_concurrency() -> int:
     """One process more than cores: measured (benchmarks/throughput.py, README "Performance")
-    about 18 % more pages/s than one per core, which leaves a core idle whenever a process
+    about 20 % more pages/s than one per core, which leaves a core idle whenever a process
     waits on PostgreSQL or a server; two more gain nothing further."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (cores or 1) + 1
