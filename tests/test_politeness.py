@@ -218,3 +218,28 @@ def test_a_task_sent_back_gets_a_turn_of_its_own(polite: Politeness) -> None:
         waits.append(busy.value.wait)
     # not all at the next turn (where two of three would find it taken again)
     assert waits[1] - waits[0] > 0.9 and waits[2] - waits[1] > 0.9
+
+
+def test_a_reserved_turn_goes_before_a_request_without_one(polite: Politeness) -> None:
+    policy = HostPolicy(min_delay=0.3, max_inflight=5)
+    with polite.slot("http://turns.example/a", policy):
+        pass
+    # a request finds the host paced and is given a turn of its own
+    with (
+        pytest.raises(HostBusy) as busy,
+        polite.slot("http://turns.example/b", policy, max_wait=0),
+    ):
+        pass
+    time.sleep(busy.value.wait)
+    # at that turn, a newcomer without one queues behind it instead of taking it ...
+    with (
+        pytest.raises(HostBusy) as newcomer,
+        polite.slot("http://turns.example/c", policy, max_wait=0),
+    ):
+        pass
+    assert newcomer.value.pacing and newcomer.value.wait > 0.2
+    # ... and the request that holds the turn gets the host at once
+    started = time.monotonic()
+    with polite.slot("http://turns.example/b", policy, max_wait=0, has_turn=True):
+        pass
+    assert time.monotonic() - started < 0.1

@@ -89,6 +89,7 @@ def polite_fetch(
     max_wait: float | None = None,
     etag: str | None = None,
     last_modified: str | None = None,
+    has_turn: bool = False,
 ) -> FetchResult:
     """Fetch within the host's fleet-wide pacing, and let the host's answer steer it.
 
@@ -101,7 +102,7 @@ def polite_fetch(
         _count_fetch(purpose, result)
         return result
     asked = time.monotonic()
-    with politeness.slot(url, policy, crawl_delay, max_wait):
+    with politeness.slot(url, policy, crawl_delay, max_wait, has_turn):
         waited = time.monotonic() - asked
         result = fetcher.fetch(url, expect=expect, etag=etag, last_modified=last_modified)
     metrics.POLITENESS_WAIT.observe(waited)
@@ -513,8 +514,10 @@ def process_article(
     final_attempt: bool = True,
     politeness: Politeness | None = None,
     claimant: str | None = None,
+    has_turn: bool = False,
 ) -> store.Outcome | Literal["retry"] | None:
-    """Fetch, extract and store one frontier URL.
+    """Fetch, extract and store one frontier URL (`has_turn`: it comes back at a turn of
+    its host reserved for it, see Politeness.slot).
 
     Returns the outcome, None when the URL was already processed (a redelivered task), or
     "retry" when the fetch failed transiently and final_attempt is False: the attempt is
@@ -545,7 +548,7 @@ def process_article(
         return _finish(conn, url_id, lost, None, settings)
     try:
         return _process_claimed(
-            conn, fetcher, settings, pending, claimant, final_attempt, politeness
+            conn, fetcher, settings, pending, claimant, final_attempt, politeness, has_turn
         )
     except HostBusy:
         # Handed back, not lost: the next claim must not count this one.
@@ -571,6 +574,7 @@ def _process_claimed(
     claimant: str,
     final_attempt: bool,
     politeness: Politeness | None,
+    has_turn: bool = False,
 ) -> store.Outcome | Literal["retry"] | None:
     url_id = pending.id
     crawl_delay = None
@@ -590,6 +594,7 @@ def _process_claimed(
         policy,
         expect="html",
         crawl_delay=crawl_delay,
+        has_turn=has_turn,
     )
     if not result.ok:
         if result.retryable and not final_attempt:

@@ -48,12 +48,14 @@ LOCAL_ROBOTS_TTL = 60.0
 LOCAL_ROBOTS_MAX = 10_000
 
 # Atomically: drop expired leases; refuse if the host is at its concurrency limit or its
-# next-allowed time is in the future (returning how long to wait); else take a lease and
-# move the next-allowed time on by the minimum gap.
+# next-allowed time is in the future (returning how long to wait), or, for a request
+# without a reserved turn, if turns are reserved ahead (_TICKETS): it queues behind them;
+# else take a lease and move the next-allowed time on by the minimum gap.
 _ACQUIRE = """
-local next_key, inflight_key, failures_key = KEYS[1], KEYS[2], KEYS[3]
+local next_key, inflight_key, failures_key, tail_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local gap_ms, max_inflight, lease_ms = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local token, base_ms, cap_ms = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+local has_turn = ARGV[7] == '1'
 local failures = tonumber(redis.call('GET', failures_key) or '0')
 if failures >= 2 then
   gap_ms = math.max(gap_ms, math.min(cap_ms, base_ms * 2 ^ math.min(failures, 20)))
@@ -69,6 +71,12 @@ end
 local next_at = tonumber(redis.call('GET', next_key) or '0')
 if next_at > now then
   return {0, next_at - now, 1, failures}
+end
+if not has_turn then
+  local tail = tonumber(redis.call('GET', tail_key) or '0')
+  if tail > now then
+    return {0, tail - now, 1, failures}
+  end
 end
 redis.call('SET', next_key, now + gap_ms, 'PX', gap_ms + 3600000)
 redis.call('ZADD', inflight_key, now + lease_ms, token)
@@ -241,9 +249,17 @@ class Politeness:
 
     # -- pacing ------------------------------------------------------------------------
 
-    def acquire(self, origin: str, policy: HostPolicy, crawl_delay: float | None = None) -> str:
+    def acquire(
+        self,
+        origin: str,
+        policy: HostPolicy,
+        crawl_delay: float | None = None,
+        has_turn: bool = False,
+    ) -> str:
         """Take a request slot for origin or raise HostBusy with the wait (one round trip:
-        the back-off of a failing host is applied in the same script)."""
+        the back-off of a failing host is applied in the same script). `has_turn`: the
+        request comes back at a turn reserved for it (tickets), so it goes before requests
+        that have none; without one it queues behind the reserved turns."""
         gap = max(policy.min_delay, crawl_delay or 0.0)
         token = uuid.uuid4().hex
         lease_ms = int((self.settings.total_timeout + 30) * 1000)
@@ -252,6 +268,7 @@ class Politeness:
                 f"{PREFIX}host:{origin}:next",
                 f"{PREFIX}host:{origin}:inflight",
                 f"{PREFIX}host:{origin}:failures",
+                f"{PREFIX}host:{origin}:tail",
             ],
             args=[
                 int(gap * 1000),
@@ -260,6 +277,7 @@ class Politeness:
                 token,
                 int(self.settings.host_delay * 1000),
                 int(self.settings.host_backoff_max * 1000),
+                1 if has_turn else 0,
             ],
         )
         if int(failures):
@@ -300,18 +318,20 @@ class Politeness:
         policy: HostPolicy,
         crawl_delay: float | None = None,
         max_wait: float | None = None,
+        has_turn: bool = False,
     ) -> Iterator[None]:
         """Hold a request slot for url's host; waits up to max_wait seconds in place.
 
         When the host is not ready, HostBusy says when to come back: at a turn reserved for
         this request (not at the host's next turn, where all that wait for it would meet).
+        A request that comes back at its turn says so with `has_turn`: it goes first.
         """
         origin = origin_of(url)
         limit = self.settings.max_inline_wait if max_wait is None else max_wait
         deadline = time.monotonic() + limit
         while True:
             try:
-                token = self.acquire(origin, policy, crawl_delay)
+                token = self.acquire(origin, policy, crawl_delay, has_turn)
                 break
             except HostBusy as busy:
                 if time.monotonic() + busy.wait <= deadline:

@@ -151,11 +151,13 @@ def process_article(
     failures: int = 0,
     errors: int = 0,
     outages: int = 0,
+    turn: bool = False,
 ) -> str | None:
     """Fetch, extract and store one article URL.
 
     `failures` counts transient fetch failures so far, `errors` unexpected errors and
     `outages` reschedules while a service was down; waits for the host's turn count in none.
+    `turn`: this run comes back at a turn of its host reserved for it (it goes first).
     """
     global _processed
     structlog.contextvars.bind_contextvars(url_id=url_id)
@@ -173,6 +175,7 @@ def process_article(
                 final_attempt=final,
                 politeness=resources.politeness,
                 claimant=claimant,
+                has_turn=turn,
             )
 
     try:
@@ -184,7 +187,10 @@ def process_article(
             return _give_up(url_id, str(busy), status="host_backoff", retryable=True)
         metrics.HOST_WAIT_SECONDS.labels(host).inc(busy.wait)
         log.debug("host not ready, rescheduled", host=host, wait=busy.wait, pacing=busy.pacing)
-        raise self.retry(countdown=busy.wait, kwargs=retry_kwargs) from None
+        # Back at a turn of its own when the host's pace is the reason (slot() reserved it).
+        raise self.retry(
+            countdown=busy.wait, kwargs={**retry_kwargs, "turn": busy.pacing}
+        ) from None
     except Outage as exc:
         _release(url_id, claimant)
         outage_retry(self, exc, retry_kwargs)
