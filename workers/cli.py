@@ -569,9 +569,13 @@ def beat(ctx: typer.Context) -> None:
 def run() -> None:
     """Run one worker and one beat in the foreground; Ctrl-C stops both cleanly."""
     settings = settings_or_exit()
+    # Each child in a process group of its own: Ctrl-C in a terminal signals only this
+    # process, which sends each child one SIGTERM. A child that got the terminal's SIGINT
+    # and then this SIGTERM could take the second while its interpreter was already exiting,
+    # and print a traceback from its exit handlers.
     procs = [
-        subprocess.Popen(worker_command(settings, [])),
-        subprocess.Popen(beat_command(settings, [])),
+        subprocess.Popen(worker_command(settings, []), process_group=0),
+        subprocess.Popen(beat_command(settings, []), process_group=0),
     ]
     stopping = False
 
