@@ -295,7 +295,10 @@ class Politeness:
         (a task's countdown); the seconds until each. The turns are not a lease: the
         request still takes its slot when it comes, so the host's gap holds whatever
         happens meanwhile."""
-        gap = max(policy.min_delay, crawl_delay or 0.0, self._backoff(origin))
+        # The acquire that found the host busy has just read its failure count: a host that
+        # was not failing then needs no second read for its back-off.
+        backoff = self._backoff(origin) if origin in self._failing else 0.0
+        gap = max(policy.min_delay, crawl_delay or 0.0, backoff)
         # Turns a little more than a gap apart: a request that starts late (its worker was
         # busy) pushes the host's next turn back by as much, and the request after it, on
         # time for its own turn, would find the host not ready and go round again.
