@@ -50,6 +50,7 @@ from trafilatura import bare_extraction
 from trafilatura import utils as trafilatura_utils
 from trafilatura.utils import load_html
 
+from workers import xpaths
 from workers.dedup import InvalidURL, canonicalise_url, same_site
 
 # lxml.html finds each element's Python class with a Python callback, run every time an
@@ -61,6 +62,8 @@ trafilatura_utils.HTML_PARSER.set_element_class_lookup(
         element=HtmlElement, comment=HtmlComment, pi=HtmlProcessingInstruction, entity=HtmlEntity
     )
 )
+# Its regular-expression tests, called back for fewer elements (same results; see the module).
+xpaths.install()
 
 # No article is this long; a text that is would not fit the full-text index either
 # (PostgreSQL's tsvector holds at most 1 MB), failing its row on every try.

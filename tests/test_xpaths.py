@@ -1,0 +1,93 @@
+"""trafilatura's expressions as workers.xpaths recompiles them select the same elements."""
+
+from __future__ import annotations
+
+import gzip
+import importlib
+import json
+
+from lxml.etree import XPath
+from lxml.html import HtmlElement
+from trafilatura import settings
+from trafilatura import xpaths as trafilatura_xpaths
+
+from tests.conftest import CORPUS
+from workers import extract as _extract  # importing it installs the faster expressions
+from workers import xpaths
+from workers.fetch import decode_body
+from workers.xpaths import _TRAFILATURA_EXTRACT_AUTHOR, extract_author, guard_re_tests
+
+
+def _corpus_trees(every: int) -> list[HtmlElement]:
+    """Every `every`-th page of the extraction corpus, parsed as trafilatura parses it."""
+    truth = json.loads((CORPUS / "extraction" / "groundtruth.json").read_text())
+    trees = []
+    for url in sorted(truth)[::every]:
+        raw = gzip.decompress((CORPUS / "extraction" / truth[url]["file"]).read_bytes())
+        tree = _extract.load_tree(decode_body(raw, "text/html")[0], 100_000, 200)
+        trees.append(tree)
+    return trees
+
+
+def test_every_regex_expression_is_replaced() -> None:
+    installed = xpaths.install()
+    assert len(installed) >= 30
+    for name in dir(trafilatura_xpaths):
+        value = getattr(trafilatura_xpaths, name)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, XPath):
+                assert item in installed.values() or "re:test" not in item.path, name
+    # A module-level expression, imported by name into another module.
+    assert settings.BASIC_CLEAN_XPATH in installed.values()
+    # (trafilatura.baseline is also the name of a function in trafilatura's namespace)
+    baseline = importlib.import_module("trafilatura.baseline")
+    assert baseline.BASIC_CLEAN_XPATH is settings.BASIC_CLEAN_XPATH
+
+
+def test_replacements_select_the_same_elements() -> None:
+    """From the root, and from the largest child of <body> (trafilatura evaluates its
+    relative expressions on subtrees too)."""
+    pairs = list(xpaths.install().items())
+    checked = 0
+    for tree in _corpus_trees(every=10):
+        body = tree.find("body")
+        children = list(body) if body is not None else []
+        largest = max(children, key=lambda child: len(child.xpath(".//*")), default=None)
+        for context in (tree, largest) if largest is not None else (tree,):
+            for original, faster in pairs:
+                expected = original(context)
+                assert faster(context) == expected, original.path
+                checked += len(expected) if isinstance(expected, list) else 1
+    assert checked > 1000
+
+
+def test_guard_leaves_other_calls_alone() -> None:
+    path = "//*[contains(@class, 'x') or re:test(string(.), 'y')]"
+    assert guard_re_tests(path) == path
+
+
+def test_author_search_finds_what_trafilatura_finds() -> None:
+    """On every other corpus page, and on pages where the byline holds pruned elements."""
+    trees = _corpus_trees(every=2)
+    found = 0
+    for tree in trees:
+        expected = _TRAFILATURA_EXTRACT_AUTHOR(tree)
+        assert extract_author(tree) == expected
+        found += expected is not None
+    assert found > 100
+    for html, author in [
+        # A <time> inside the byline: trafilatura's deletion joins its tail to the name.
+        ('<span class="author">Jane <time>today</time>Doe</span>', "Jane Doe"),
+        (
+            '<div class="author">Jane<time>x</time> Doe and <span class="date">1</span>Bo Li</div>',
+            None,
+        ),
+        # A byline inside a pruned element is no byline.
+        ('<div class="sidebar"><span class="author">Jane Doe</span></div>', None),
+        ('<figure><a rel="author">Jane Doe</a></figure><p class="byline">Bo Li</p>', "Bo Li"),
+    ]:
+        tree = _extract.load_tree(f"<html><body><p>text</p>{html}</body></html>", 1000, 100)
+        expected = _TRAFILATURA_EXTRACT_AUTHOR(tree)
+        assert extract_author(tree) == expected, html
+        if author is not None:
+            assert expected == author, html
