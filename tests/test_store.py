@@ -136,6 +136,9 @@ def test_queue_urls_new_then_seen(conn: Conn, source: store.Source) -> None:
     assert len(ids2) == 1
     crawl2 = store.get_crawl(conn, second)
     assert crawl2 is not None and (crawl2.urls_found, crawl2.urls_new) == (2, 1)
+    # What a watcher polls: several crawls in one statement, unknown ids left out.
+    polled = store.get_crawls(conn, [crawl_id, second, -1])
+    assert polled == {crawl_id: store.get_crawl(conn, crawl_id), second: crawl2}
 
 
 def test_transient_failures_are_retried_by_later_crawls(conn: Conn, source: store.Source) -> None:

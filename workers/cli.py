@@ -291,7 +291,12 @@ def start_crawls(
 def watch_crawls(
     conn: psycopg.Connection[Any], crawls: dict[int, str], timeout: float
 ) -> dict[int, store.Crawl]:
-    """Show progress until every crawl is over (or timeout)."""
+    """Show progress until every crawl is over (or timeout).
+
+    One statement per poll for all the crawls, and one redraw per poll: `crawl --all` on a
+    hundred sources would otherwise spend on its own display and on PostgreSQL (a query per
+    crawl twice a second) the CPU the workers it watches need.
+    """
     deadline = time.monotonic() + timeout
     results: dict[int, store.Crawl] = {}
     with Progress(
@@ -302,26 +307,25 @@ def watch_crawls(
         TimeElapsedColumn(),
         console=console,
         transient=False,
+        auto_refresh=False,
     ) as progress:
         bars = {
             cid: progress.add_task(f"{name} #{cid}", total=None, state="queued")
             for cid, name in crawls.items()
         }
         while True:
-            for crawl_id, bar in bars.items():
-                current = store.get_crawl(conn, crawl_id)
-                if current is None:
-                    continue
+            for crawl_id, current in store.get_crawls(conn, list(bars)).items():
                 results[crawl_id] = current
                 total = current.urls_queued if current.started_at else None
                 progress.update(
-                    bar,
+                    bars[crawl_id],
                     total=total or (None if current.status in store.ACTIVE else 1),
                     completed=current.urls_done
                     if total
                     else (0 if current.status in store.ACTIVE else 1),
                     state=current.status,
                 )
+            progress.refresh()
             if all(r.status not in store.ACTIVE for r in results.values()) and len(results) == len(
                 crawls
             ):

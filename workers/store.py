@@ -390,6 +390,15 @@ def get_crawl(conn: psycopg.Connection[Any], crawl_id: int) -> Crawl | None:
         ).fetchone()
 
 
+def get_crawls(conn: psycopg.Connection[Any], crawl_ids: list[int]) -> dict[int, Crawl]:
+    """The crawls of these ids that exist, in one statement (a watcher polls many at once)."""
+    with conn.cursor(row_factory=class_row(Crawl)) as cur:
+        rows = cur.execute(
+            f"SELECT {_CRAWL_COLUMNS} FROM crawls WHERE id = ANY(%s)", (crawl_ids,)
+        ).fetchall()
+    return {crawl.id: crawl for crawl in rows}
+
+
 @dataclass(frozen=True, slots=True)
 class CrawlTarget:
     """A crawl that a worker has started: its source, why it runs, where a backfill stops."""
