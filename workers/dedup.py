@@ -171,7 +171,8 @@ def minhash(shingle_set: frozenset[str]) -> Any:
     sketch = MinHash(
         num_perm=NUM_PERM, seed=MINHASH_SEED, scheme="affine32", permutations=_permutations()
     )
-    sketch.update_batch(s.encode("utf-8") for s in sorted(shingle_set))
+    # The minimum of each permutation does not depend on the order the shingles come in.
+    sketch.update_batch([s.encode("utf-8") for s in shingle_set])
     return sketch
 
 
