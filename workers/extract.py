@@ -67,7 +67,7 @@ trafilatura_utils.HTML_PARSER.set_element_class_lookup(
 xpaths.install()
 
 
-def _no_license(_tree: HtmlElement) -> None:
+def _no_license(tree: HtmlElement) -> str | None:
     """newsagg stores no license: trafilatura's search for one (two more walks of the page,
     about 3 % of its time) is skipped, and Document.license stays None."""
     return None
