@@ -15,7 +15,13 @@ from tests.conftest import CORPUS
 from workers import extract as _extract  # importing it installs the faster expressions
 from workers import xpaths
 from workers.fetch import decode_body
-from workers.xpaths import _TRAFILATURA_EXTRACT_AUTHOR, extract_author, guard_re_tests
+from workers.xpaths import (
+    _TRAFILATURA_EXTRACT_AUTHOR,
+    _TRAFILATURA_EXTRACT_CATSTAGS,
+    extract_author,
+    extract_catstags,
+    guard_re_tests,
+)
 
 
 def _corpus_trees(every: int) -> list[HtmlElement]:
@@ -91,3 +97,23 @@ def test_author_search_finds_what_trafilatura_finds() -> None:
         assert extract_author(tree) == expected, html
         if author is not None:
             assert expected == author, html
+
+
+def test_category_and_tag_search_finds_what_trafilatura_finds() -> None:
+    trees = _corpus_trees(every=2)
+    found = {"category": 0, "tag": 0}
+    for tree in trees:
+        for metatype in found:
+            expected = _TRAFILATURA_EXTRACT_CATSTAGS(metatype, tree)
+            assert extract_catstags(metatype, tree) == expected
+            found[metatype] += bool(expected)
+    assert found["category"] > 20 and found["tag"] > 20
+    # Without a category link, the meta tags still give the section.
+    tree = _extract.load_tree(
+        '<html><head><meta property="article:section" content="Politics"></head>'
+        '<body><div class="tags"><a href="/topics/x">X</a></div></body></html>',
+        1000,
+        100,
+    )
+    assert extract_catstags("category", tree) == ["Politics"]
+    assert extract_catstags("tag", tree) == _TRAFILATURA_EXTRACT_CATSTAGS("tag", tree) == []
