@@ -35,7 +35,7 @@ import zoneinfo
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -388,8 +388,12 @@ def find_url_date(url: str, now: datetime) -> datetime | None:
     return None
 
 
+@lru_cache(maxsize=2)
 def find_stated_offset(html: str) -> timezone | None:
     """The non-zero UTC offset the page writes most often after a time, if any.
+
+    Cached: each date of a page asks it again, and it scans the whole page (half a
+    millisecond).
 
     >>> find_stated_offset('"datePublished": "2024-05-17T09:00:00+02:00"')
     datetime.timezone(datetime.timedelta(seconds=7200))
