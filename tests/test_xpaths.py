@@ -117,3 +117,24 @@ def test_category_and_tag_search_finds_what_trafilatura_finds() -> None:
     )
     assert extract_catstags("category", tree) == ["Politics"]
     assert extract_catstags("tag", tree) == _TRAFILATURA_EXTRACT_CATSTAGS("tag", tree) == []
+
+
+def test_bylines_select_what_trafilatura_selects() -> None:
+    assert xpaths._PYTHON_BYLINES
+    expressions = list(trafilatura_xpaths.AUTHOR_XPATHS)
+    selected = 0
+    for tree in _corpus_trees(every=3):
+        found = xpaths.bylines(tree)
+        assert found == [expression(tree) for expression in expressions]
+        selected += sum(map(len, found))
+    assert selected > 1000
+    # The rarely seen parts of the first expression.
+    tree = _extract.load_tree(
+        '<html><body><author>A</author><span>x<rel>me</rel></span><div rel="author">B</div>'
+        '<p data-testid="AuthorURL">C</p><strong class="a AuthorName">D</strong></body></html>',
+        1000,
+        100,
+    )
+    found = xpaths.bylines(tree)
+    assert [e.tag for e in found[0]] == ["author", "span", "div", "p", "strong"]
+    assert found == [expression(tree) for expression in expressions]

@@ -143,6 +143,81 @@ def _candidate_discards() -> _CandidateDiscards | None:
 _DISCARDS = _candidate_discards()
 
 
+# trafilatura 2.3.1's three byline expressions (whitespace collapsed), which bylines() below
+# evaluates in one walk of the page in Python, about three times faster than libxml2 with
+# its callbacks; any other expressions are evaluated as they are.
+_BYLINE_PATHS = [
+    "//*[self::a or self::address or self::div or self::link or self::p or self::span or "
+    "self::strong][ @rel='author' or @id='author' or @class='author' or @itemprop='author name' "
+    "or rel='me' or @data-testid='AuthorCard' or @data-testid='AuthorURL' or "
+    "re:test(@class, 'author-?name|AuthorName|authorName')]|//author",
+    "//*[self::a or self::div or self::h3 or self::h4 or self::p or self::span][ "
+    "@class='byline' or @class='username' or @class='byl' or @class='BBL' or "
+    "contains(@itemprop, 'author') or re:test(@id, 'author|zuozhe|bianji|xiaobian') or "
+    "re:test(@class, 'author|channel-name|zuozhe|bianji|xiaobian|submitted-by|posted-by|"
+    "journalist-name')]",
+    "//*[ contains(@data-component, 'Byline') or contains(@itemprop, 'author') or "
+    "re:test(@id, '[Aa]uthor') or re:test(@class, '[Aa]uthor|screenname|writer|[Bb]yline')]",
+]
+_PYTHON_BYLINES = [" ".join(e.path.split()) for e in AUTHOR_XPATHS] == _BYLINE_PATHS
+_FIRST_TAGS = frozenset({"a", "address", "div", "link", "p", "span", "strong"})
+_FIRST_CLASS = re.compile("author-?name|AuthorName|authorName")
+_SECOND_TAGS = frozenset({"a", "div", "h3", "h4", "p", "span"})
+_SECOND_CLASSES = frozenset({"byline", "username", "byl", "BBL"})
+_SECOND_ID = re.compile("author|zuozhe|bianji|xiaobian")
+_SECOND_CLASS = re.compile(
+    "author|channel-name|zuozhe|bianji|xiaobian|submitted-by|posted-by|journalist-name"
+)
+_THIRD_ID = re.compile("[Aa]uthor")
+_THIRD_CLASS = re.compile("[Aa]uthor|screenname|writer|[Bb]yline")
+
+
+def bylines(tree: HtmlElement) -> list[list[HtmlElement]]:
+    """What each of the _BYLINE_PATHS selects, in document order (tests/test_xpaths.py).
+
+    XPath's attribute tests read an absent attribute as "", which none of the patterns and
+    substrings here matches; `rel='me'` is a child element <rel> whose text is "me".
+    """
+    first: list[HtmlElement] = []
+    second: list[HtmlElement] = []
+    third: list[HtmlElement] = []
+    # `//` starts from the document, whichever element of it the expression is given.
+    root = tree.getroottree().getroot()
+    with_rel_me = {rel.getparent() for rel in root.iter("rel") if "".join(rel.itertext()) == "me"}
+    for element in root.iter("*"):
+        get = element.get
+        tag = element.tag
+        css, ident, itemprop = get("class") or "", get("id") or "", get("itemprop") or ""
+        if tag == "author" or (
+            tag in _FIRST_TAGS
+            and (
+                css == "author"
+                or ident == "author"
+                or itemprop == "author name"
+                or get("rel") == "author"
+                or get("data-testid") in ("AuthorCard", "AuthorURL")
+                or (css and _FIRST_CLASS.search(css))
+                or element in with_rel_me
+            )
+        ):
+            first.append(element)
+        if tag in _SECOND_TAGS and (
+            css in _SECOND_CLASSES
+            or "author" in itemprop
+            or (ident and _SECOND_ID.search(ident))
+            or (css and _SECOND_CLASS.search(css))
+        ):
+            second.append(element)
+        if (
+            "author" in itemprop
+            or (ident and _THIRD_ID.search(ident))
+            or (css and _THIRD_CLASS.search(css))
+            or "Byline" in (get("data-component") or "")
+        ):
+            third.append(element)
+    return [first, second, third]
+
+
 def extract_author(tree: HtmlElement) -> str | None:
     """trafilatura.metadata.extract_author, without copying and pruning the whole tree.
 
@@ -152,8 +227,9 @@ def extract_author(tree: HtmlElement) -> str | None:
     """
     if _DISCARDS is None:
         return _TRAFILATURA_EXTRACT_AUTHOR(tree)
-    for expression in AUTHOR_XPATHS:
-        for candidate in expression(tree):
+    candidates = bylines(tree) if _PYTHON_BYLINES else (e(tree) for e in AUTHOR_XPATHS)
+    for selected in candidates:
+        for candidate in selected:
             content = _DISCARDS.content(candidate)
             # extract_metainfo's test, with the length limit extract_author gives it.
             if content and 2 < len(content) < 120:
