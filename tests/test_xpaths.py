@@ -91,12 +91,22 @@ def test_author_search_finds_what_trafilatura_finds() -> None:
         # A byline inside a pruned element is no byline.
         ('<div class="sidebar"><span class="author">Jane Doe</span></div>', None),
         ('<figure><a rel="author">Jane Doe</a></figure><p class="byline">Bo Li</p>', "Bo Li"),
+        # A <rel> child is read after pruning (left to trafilatura).
+        ("<span><rel>me<time>x</time></rel> Jane Doe</span>", "Me Jane Doe"),
+        ("<span><rel><time>me</time></rel> Jane Doe</span>", None),
     ]:
         tree = _extract.load_tree(f"<html><body><p>text</p>{html}</body></html>", 1000, 100)
         expected = _TRAFILATURA_EXTRACT_AUTHOR(tree)
         assert extract_author(tree) == expected, html
         if author is not None:
             assert expected == author, html
+    # A subtree is searched as trafilatura searches its copy: as a document of its own.
+    body = _extract.load_tree(
+        '<html><body class="sidebar"><p>some text</p><p class="byline">Jo Bo</p></body></html>',
+        1000,
+        100,
+    ).find("body")
+    assert extract_author(body) == _TRAFILATURA_EXTRACT_AUTHOR(body) == "Jo Bo"
 
 
 def test_category_and_tag_search_finds_what_trafilatura_finds() -> None:
@@ -121,7 +131,9 @@ def test_category_and_tag_search_finds_what_trafilatura_finds() -> None:
 
 def test_bylines_select_what_trafilatura_selects() -> None:
     assert xpaths._PYTHON_BYLINES
-    expressions = list(trafilatura_xpaths.AUTHOR_XPATHS)
+    # trafilatura's own expressions, not the faster ones install() put in their place.
+    originals = {faster: original for original, faster in xpaths.install().items()}
+    expressions = [originals[expression] for expression in trafilatura_xpaths.AUTHOR_XPATHS]
     selected = 0
     for tree in _corpus_trees(every=3):
         found = xpaths.bylines(tree)

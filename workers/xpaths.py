@@ -225,7 +225,13 @@ def extract_author(tree: HtmlElement) -> str | None:
     is a candidate in the pruned copy exactly when it is one in the page and neither it nor an
     ancestor is pruned; the candidates come in the same order.
     """
-    if _DISCARDS is None:
+    if (
+        _DISCARDS is None
+        or tree.getparent() is not None
+        or next(tree.iter("rel"), None) is not None
+    ):
+        # trafilatura's copy of a subtree is a document of its own (`//` stays inside it),
+        # and the text of a <rel> child is read after pruning: both left to trafilatura.
         return _TRAFILATURA_EXTRACT_AUTHOR(tree)
     candidates = bylines(tree) if _PYTHON_BYLINES else (e(tree) for e in AUTHOR_XPATHS)
     for selected in candidates:
