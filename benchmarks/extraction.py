@@ -164,8 +164,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{'date accuracy':>14}"
     )
     sources: dict[str, str] = {}
-    with ProcessPoolExecutor(args.processes) as pool:
-        for name in EXTRACTORS:
+    for name in EXTRACTORS:
+        # A pool per extractor: importing newsagg's extraction speeds up trafilatura in its
+        # process (workers/xpaths.py), and the baseline is trafilatura as it ships.
+        with ProcessPoolExecutor(args.processes) as pool:
             text_jobs = [
                 (
                     name,
