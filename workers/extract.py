@@ -63,7 +63,8 @@ trafilatura_utils.HTML_PARSER.set_element_class_lookup(
         element=HtmlElement, comment=HtmlComment, pi=HtmlProcessingInstruction, entity=HtmlEntity
     )
 )
-# Its regular-expression tests, called back for fewer elements (same results; see the module).
+# Its regular-expression tests called back for fewer elements, its author, category and tag
+# searches with less work (same results; see the module).
 xpaths.install()
 
 

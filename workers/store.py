@@ -384,10 +384,7 @@ def active_crawl(conn: psycopg.Connection[Any], source_id: int) -> int | None:
 
 
 def get_crawl(conn: psycopg.Connection[Any], crawl_id: int) -> Crawl | None:
-    with conn.cursor(row_factory=class_row(Crawl)) as cur:
-        return cur.execute(
-            f"SELECT {_CRAWL_COLUMNS} FROM crawls WHERE id = %s", (crawl_id,)
-        ).fetchone()
+    return get_crawls(conn, [crawl_id]).get(crawl_id)
 
 
 def get_crawls(conn: psycopg.Connection[Any], crawl_ids: list[int]) -> dict[int, Crawl]:

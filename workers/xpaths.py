@@ -82,13 +82,14 @@ def guard_re_tests(path: str) -> str:
     return _RE_TEST.sub(guard, path)
 
 
+def _compile(path: str) -> XPath:
+    """An expression with trafilatura's `re` namespace, without smart strings."""
+    return XPath(path, namespaces={"re": _EXSLT_REGEXP}, smart_strings=False)
+
+
 def faster(expression: XPath) -> XPath:
     """The same expression, guarded and without smart strings."""
-    return XPath(
-        guard_re_tests(expression.path),
-        namespaces={"re": _EXSLT_REGEXP},
-        smart_strings=False,
-    )
+    return _compile(guard_re_tests(expression.path))
 
 
 # trafilatura's discard expressions, as they stand in 2.3.1: the first selects descendants of
@@ -101,24 +102,14 @@ class _CandidateDiscards:
     """trafilatura's author discards, asked of one candidate instead of the whole tree."""
 
     def __init__(self, by_attributes: str) -> None:
-        namespaces = {"re": _EXSLT_REGEXP}
         predicates = guard_re_tests(by_attributes.strip()[len(_DISCARD_DESCENDANTS) :])
         # The root is not a descendant of itself: `[parent::*]` leaves it out, as `.//*` does.
-        self.within = XPath(
+        self.within = _compile(
             f"boolean(ancestor-or-self::*[parent::*]{predicates}"
-            " | ancestor-or-self::time | ancestor-or-self::figure)",
-            namespaces=namespaces,
-            smart_strings=False,
+            " | ancestor-or-self::time | ancestor-or-self::figure)"
         )
-        self.inside = XPath(
-            f"boolean(.//*{predicates} | .//time | .//figure)",
-            namespaces=namespaces,
-            smart_strings=False,
-        )
-        self.prune = [
-            XPath(f".//*{predicates}", namespaces=namespaces, smart_strings=False),
-            XPath(".//time|.//figure"),
-        ]
+        self.inside = _compile(f"boolean(.//*{predicates} | .//time | .//figure)")
+        self.prune = [_compile(f".//*{predicates}"), _compile(".//time|.//figure")]
 
     def content(self, candidate: HtmlElement) -> str | None:
         """The candidate's text as trafilatura reads it in its pruned copy of the tree (None:
