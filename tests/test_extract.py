@@ -20,6 +20,7 @@ from workers.extract import (
     EmptyExtraction,
     FeedHints,
     SourcedDate,
+    TooComplex,
     choose_published,
     clean_title,
     detect_language,
@@ -453,3 +454,27 @@ def _comparable(doc: Any) -> dict[str, Any] | None:
         key: etree.tostring(value) if isinstance(value, etree._Element) else value
         for key, value in doc.as_dict().items()
     }
+
+
+def test_prepare_tree_without_backup_changes_no_extraction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """workers.extract skips the tree copy trafilatura keeps for its fallback extractors and
+    comment capture (neither runs in fast mode without comments): same Article as with
+    trafilatura's own _prepare_tree, on corpus pages."""
+    import trafilatura.core
+
+    from workers import extract
+
+    now = datetime(2026, 12, 3, tzinfo=UTC)
+    pages = _corpus_pages(every=1)
+    ours = [_article_or_error(html, url, now) for url, html in pages]
+    monkeypatch.setattr(trafilatura.core, "_prepare_tree", extract._stock_prepare_tree)
+    stock = [_article_or_error(html, url, now) for url, html in pages]
+    assert len(pages) > 100, len(pages)
+    assert ours == stock
+
+
+def _article_or_error(html: str, url: str, now: datetime) -> object:
+    try:
+        return extract_article(html, url, min_text_chars=1, now=now)
+    except (EmptyExtraction, TooComplex) as exc:
+        return repr(exc)

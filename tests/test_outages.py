@@ -94,3 +94,36 @@ def test_a_text_longer_than_any_article_is_refused() -> None:
     html = f"<html><body><article><h1>Long</h1>{body}</article></body></html>"
     with pytest.raises(TooComplex, match="longer than any article"):
         extract_article(html, "https://example.com/long")
+
+
+def test_worker_pool_checks_only_idle_connections(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection handed out moments ago goes out again without a round trip; one idle
+    longer is checked, so a connection that died with its server is replaced."""
+    from workers import app
+
+    with psycopg.connect(database, autocommit=True) as conn:
+        app.check_idle_connection(conn)  # first time out of the pool: checked, alive
+    # closed now: what a server restart leaves in the pool
+    app.check_idle_connection(conn)  # handed out moments ago: not asked
+    monkeypatch.setattr(app, "CHECK_IDLE_AFTER", 0.0)
+    with pytest.raises(psycopg.OperationalError):
+        app.check_idle_connection(conn)
+
+
+@pytest.mark.parametrize("mode", ["off", "on"])
+def test_worker_sessions_commit_as_configured(database: str, settings: Any, mode: str) -> None:
+    """Asynchronous commit by default (NEWSAGG_DB_SYNCHRONOUS_COMMIT); the leases send again
+    what a server crash takes back."""
+    from workers.app import Resources
+
+    resources = Resources(
+        settings.model_copy(update={"database_url": database, "db_synchronous_commit": mode})
+    )
+    try:
+        with resources.pool.connection() as conn:
+            row = conn.execute("SHOW synchronous_commit").fetchone()
+        assert row == (mode,)
+    finally:
+        resources.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import importlib
 import json
+import re
 
 from lxml.etree import XPath
 from lxml.html import HtmlElement
@@ -150,3 +151,48 @@ def test_bylines_select_what_trafilatura_selects() -> None:
     found = xpaths.bylines(tree)
     assert [e.tag for e in found[0]] == ["author", "span", "div", "p", "strong"]
     assert found == [expression(tree) for expression in expressions]
+
+
+def _patterns() -> list[str]:
+    """Every pattern trafilatura's expressions give `re:test`, and some harder ones."""
+    found = {
+        match["pattern"]
+        for original in xpaths.install()
+        for match in xpaths._RE_TEST.finditer(original.path)
+    }
+    return [
+        *sorted(found),
+        "[Cc]omment(?!ary)",
+        "^(?:ab|cd)e+f?$",
+        "x(?:yz)*w|q{2,}r",
+        "a.b|[0-9]c",
+        "(?i)author",
+        "^$|empty",
+    ]
+
+
+def test_required_substrings_are_in_every_match() -> None:
+    """The substring guard never hides a match: tried on every id and class of corpus pages
+    and on strings built from the substrings themselves."""
+    values = {
+        value
+        for tree in _corpus_trees(every=5)
+        for element in tree.iter("*")
+        for value in (element.get("id"), element.get("class"))
+        if value
+    }
+    assert len(values) > 1000
+    guarded = 0
+    for pattern in _patterns():
+        needed = xpaths.required_substrings(pattern)
+        if needed is None:
+            continue
+        guarded += 1
+        probes = values | {f"x {part} y" for part in needed} | {"".join(sorted(needed))}
+        for value in probes:
+            if re.search(pattern, value):
+                assert any(part in value for part in needed), (pattern, value)
+    assert guarded > 20
+    assert xpaths.required_substrings("(?i)author") is None
+    assert xpaths.required_substrings("x|[0-9]+") is None
+    assert xpaths.required_substrings("a.b|[0-9]c") == {"a", "c"}

@@ -15,8 +15,10 @@ import os
 import signal
 import threading
 import time
+import weakref
 from typing import Any
 
+import psycopg
 import redis
 from celery import Celery
 from celery.signals import (
@@ -107,6 +109,24 @@ app.conf.update(
 app.steps["worker"].add(monitor.WorkerMonitor)
 
 
+# A pooled connection handed out less than this long before is handed out again unchecked:
+# a round trip per task saved, and a server that died meanwhile is still an outage the
+# task waits out (workers/outages.py), its connection discarded by the pool.
+CHECK_IDLE_AFTER = 5.0
+_handed_out: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = weakref.WeakKeyDictionary()
+
+
+def check_idle_connection(conn: psycopg.Connection[Any]) -> None:
+    """The pool's check (run as it hands a connection out), for connections not handed out
+    for a while (see CHECK_IDLE_AFTER). Not a reset callback: with one, psycopg_pool hands
+    every returned connection to its worker thread first."""
+    now = time.monotonic()
+    last = _handed_out.get(conn)
+    _handed_out[conn] = now
+    if last is None or now - last >= CHECK_IDLE_AFTER:
+        ConnectionPool.check_connection(conn)
+
+
 class Resources:
     """Per-process database pool and HTTP client, created after fork.
 
@@ -132,12 +152,16 @@ class Resources:
                 self.settings.database_url,
                 min_size=1,
                 max_size=4,
-                kwargs={"autocommit": True, "application_name": "newsagg-worker"},
+                kwargs={
+                    "autocommit": True,
+                    "application_name": "newsagg-worker",
+                    "options": f"-c synchronous_commit={self.settings.db_synchronous_commit}",
+                },
                 open=True,
                 name="newsagg",
                 # A connection that died with its server (a PostgreSQL restart) is noticed
                 # when it is handed out, not by the task's first query.
-                check=ConnectionPool.check_connection,
+                check=check_idle_connection,
                 # While PostgreSQL is down, each wait for a connection makes one new attempt
                 # and fails fast: the task's outage wait (tasks.py) paces the attempts, and
                 # the first one after the server is back succeeds.

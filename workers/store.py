@@ -1166,9 +1166,12 @@ def store_article(
     conn.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended('url:' || %s, 0))", (article.canonical_url,)
     )
+    # FOR NO KEY UPDATE (the refresh changes no key): a copy of this article stored
+    # meanwhile holds the band locks this refresh may wait for, and its foreign key to this
+    # row must not wait for the refresh in turn (FOR UPDATE would: a deadlock).
     existing = conn.execute(
         "SELECT id, content_hash, revision, duplicate_of, event_at FROM articles "
-        "WHERE canonical_url = %s FOR UPDATE",
+        "WHERE canonical_url = %s FOR NO KEY UPDATE",
         (article.canonical_url,),
     ).fetchone()
     if existing is not None:
