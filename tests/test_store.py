@@ -290,7 +290,7 @@ def test_lost_work_is_taken_back_once_per_lease(conn: Conn, source: store.Source
         "UPDATE discovered_urls SET claimed_at = now() - interval '2 hours' WHERE id = %s", (b,)
     )
     assert lost(held_urls={b}) == store.LostWork()  # the broker has it again: only late
-    assert lost() == store.LostWork(urls=(b,))
+    assert lost() == store.LostWork(urls=(b,), url_crawls=(crawl_id,))
     assert lost() == store.LostWork()  # taking it back renewed its claim's lease
     assert redispatches() == 1
     # the crawl goes idle; c is still in the queue (a long queue, not a lost message)
@@ -298,7 +298,7 @@ def test_lost_work_is_taken_back_once_per_lease(conn: Conn, source: store.Source
     assert lost(held_urls={c}) == store.LostWork()
     assert redispatches() == 1
     # the queue lost it (Redis restarted): c is sent again, b (sent just now) is not
-    assert lost() == store.LostWork(urls=(c,))
+    assert lost() == store.LostWork(urls=(c,), url_crawls=(crawl_id,), idle_crawls=(crawl_id,))
     assert redispatches() == 2
     crawl = store.get_crawl(conn, crawl_id)
     assert crawl is not None and crawl.status == "running"

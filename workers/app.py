@@ -37,7 +37,7 @@ from psycopg_pool import ConnectionPool
 from schedules.beat import beat_schedule
 from workers import logs, metrics, monitor
 from workers.fetch import Fetcher
-from workers.pipeline import PRIORITIES
+from workers.frontier import PRIORITIES
 from workers.politeness import Politeness
 from workers.settings import Settings, get_settings
 
@@ -82,7 +82,7 @@ app.conf.update(
     broker_transport_options={
         "visibility_timeout": 3600,
         # A list per priority, taken in order (0 first): crawls' URLs interleave by host
-        # (pipeline.interleave_hosts). broker.py reads the same lists.
+        # (workers/frontier.py). broker.py reads the same lists.
         "priority_steps": list(range(PRIORITIES)),
         "queue_order_strategy": "priority",
         "socket_timeout": 15,

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import psycopg
 import structlog
 
-from workers import metrics, store
+from workers import frontier, metrics, store
 from workers.dedup import InvalidURL, canonicalise_url
 from workers.discover import Discovery, DiscoveryError, discover
 from workers.extract import Article, EmptyExtraction, FeedHints, TooComplex, extract_article
@@ -236,29 +236,12 @@ def crawl_source(
     return CrawlPlan(crawl_id, tuple(ids))
 
 
-# Message priorities the broker keeps apart (app.py: one Redis list per priority, 0 first).
-PRIORITIES = 10
-
-
-def interleave_hosts(
+def dispatch_plan(
     conn: psycopg.Connection[Any], url_ids: tuple[int, ...]
-) -> list[tuple[int, int]]:
-    """A priority for each URL of a crawl: its rank among the crawl's URLs of its host.
-
-    A crawl lists its URLs in a burst, mostly of one host, and a host takes one request per
-    gap. Queued in that order, the workers would reach the host's second URL right after
-    its first and find it not ready, again and again. By rank, the queue gives every host's
-    first URL, then every host's second, and so on (as far as PRIORITIES goes): the host's
-    next URL comes up after the other hosts' pages, by when its turn has come.
-    """
-    ranks: dict[str, int] = {}
-    order = []
-    for url_id, url, _delay, _concurrency in store.url_targets(conn, url_ids):
-        origin = origin_of(url)
-        rank = ranks.get(origin, 0)
-        ranks[origin] = rank + 1
-        order.append((url_id, min(rank, PRIORITIES - 1)))
-    return order
+) -> tuple[list[tuple[int, int]], list[int]]:
+    """The frontier's plan for a crawl's URLs (workers/frontier.py): (id, priority) of those
+    to queue now, and the ids of those to hold back, in order."""
+    return frontier.plan((url_id, url) for url_id, url, _d, _c in store.url_targets(conn, url_ids))
 
 
 def fail_crawl(conn: psycopg.Connection[Any], crawl_id: int, error: str) -> None:

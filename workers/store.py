@@ -511,6 +511,11 @@ class LostWork:
     crawls: tuple[int, ...] = ()
     urls: tuple[int, ...] = ()
     abandoned: tuple[int, ...] = ()
+    # The crawl of each of those URLs (its frontier goes on from there), and the crawls idle
+    # past their lease whose pending URLs are sent again, all of them (their frontier lists
+    # are dropped).
+    url_crawls: tuple[int | None, ...] = ()
+    idle_crawls: tuple[int, ...] = ()
 
 
 def has_suspect_work(conn: psycopg.Connection[Any], lease: timedelta) -> bool:
@@ -624,10 +629,13 @@ def find_lost_work(
             "WHERE id = ANY(%(ids)s) AND claimed_at IS NOT NULL",
             {**params, "ids": urls},
         )
+    crawl_of = dict(lost_urls)
     return LostWork(
         crawls=tuple(sorted(c for c in lost_crawls if c not in gone)),
         urls=tuple(urls),
         abandoned=tuple(abandoned),
+        url_crawls=tuple(crawl_of[u] for u in urls),
+        idle_crawls=tuple(sorted({c for u, c in lost_urls if c in stale and c not in gone})),
     )
 
 

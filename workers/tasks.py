@@ -25,7 +25,7 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from trafilatura.meta import reset_caches
 
-from workers import broker, metrics, pipeline, store
+from workers import broker, frontier, metrics, pipeline, store
 from workers.app import app, resources, settings
 from workers.outages import Outage, outage_of, through_outages
 from workers.politeness import HostBusy
@@ -120,13 +120,32 @@ def crawl_source(self: Task, crawl_id: int, errors: int = 0, outages: int = 0) -
         _fail_crawl(crawl_id, f"reading the source failed {errors + 1} times: {error}")
         return 0
 
-    def interleave() -> list[tuple[int, int]]:
+    def interleave() -> tuple[list[tuple[int, int]], list[int]]:
         with resources.pool.connection() as conn:
-            return pipeline.interleave_hosts(conn, plan.url_ids)
+            return pipeline.dispatch_plan(conn, plan.url_ids)
 
-    for url_id, priority in wait_out(interleave):
-        process_article.apply_async((url_id,), priority=priority)
+    now, later = wait_out(interleave)
+    # Held back before any is sent: the first sent may be done before the last.
+    wait_out(lambda: frontier.hold_back(resources.redis, crawl_id, later, frontier.TTL))
+    for url_id, priority in now:
+        process_article.apply_async((url_id,), {"crawl_id": crawl_id}, priority=priority)
     return len(plan.url_ids)
+
+
+def _send_next(crawl_id: int | None) -> None:
+    """A URL of the crawl is done: send the next one waiting (workers/frontier.py). If
+    Redis cannot be reached, the crawl's lease sends it later."""
+    if crawl_id is None:
+        return
+    try:
+        url_id = frontier.next_url(resources.redis, crawl_id)
+        if url_id is not None:
+            process_article.apply_async(
+                (url_id,), {"crawl_id": crawl_id}, priority=frontier.PRIORITIES - 1
+            )
+    except Exception:
+        # This URL is stored; failing its task now would only hide that.
+        log.exception("could not send the crawl's next URL; its lease will")
 
 
 def _fail_crawl(crawl_id: int, error: str) -> None:
@@ -152,18 +171,25 @@ def process_article(
     errors: int = 0,
     outages: int = 0,
     turn: bool = False,
+    crawl_id: int | None = None,
 ) -> str | None:
     """Fetch, extract and store one article URL.
 
     `failures` counts transient fetch failures so far, `errors` unexpected errors and
     `outages` reschedules while a service was down; waits for the host's turn count in none.
     `turn`: this run comes back at a turn of its host reserved for it (it goes first).
+    `crawl_id`: the crawl whose frontier sent it; once done it sends the crawl's next URL.
     """
     global _processed
     structlog.contextvars.bind_contextvars(url_id=url_id)
     claimant = pipeline.new_claimant()
     final = failures >= settings.fetch_retries
-    retry_kwargs = {"failures": failures, "errors": errors, "outages": outages}
+    retry_kwargs: dict[str, Any] = {
+        "failures": failures,
+        "errors": errors,
+        "outages": outages,
+        "crawl_id": crawl_id,
+    }
 
     def process() -> store.Outcome | Literal["retry"] | None:
         with resources.pool.connection() as conn:
@@ -184,7 +210,9 @@ def process_article(
         host = busy.origin
         metrics.HOST_BUSY.labels(host).inc()
         if busy.wait > MAX_COUNTDOWN:
-            return _give_up(url_id, str(busy), status="host_backoff", retryable=True)
+            given_up = _give_up(url_id, str(busy), status="host_backoff", retryable=True)
+            _send_next(crawl_id)
+            return given_up
         metrics.HOST_WAIT_SECONDS.labels(host).inc(busy.wait)
         log.debug("host not ready, rescheduled", host=host, wait=busy.wait, pacing=busy.pacing)
         # Back at a turn of its own when the host's pace is the reason (slot() reserved it).
@@ -218,6 +246,8 @@ def process_article(
     if outcome == "retry":
         countdown = min(settings.retry_backoff * (2**failures), MAX_COUNTDOWN)
         raise self.retry(countdown=countdown, kwargs={**retry_kwargs, "failures": failures + 1})
+    # Done, by this run or (None) by an earlier one that may have stopped before sending it.
+    _send_next(crawl_id)
     return outcome
 
 
@@ -281,10 +311,12 @@ def housekeeping() -> int:
         return lost, pruned
 
     lost, pruned = wait_out(find)
+    # What waits in their frontier lists is among the URLs sent now.
+    wait_out(lambda: frontier.drop(resources.redis, lost.idle_crawls))
     for crawl_id in lost.crawls:
         crawl_source.delay(crawl_id)
-    for url_id in lost.urls:
-        process_article.delay(url_id)
+    for url_id, of_crawl in zip(lost.urls, lost.url_crawls, strict=True):
+        process_article.apply_async((url_id,), {"crawl_id": of_crawl})
     metrics.LOST_WORK.labels("crawl").inc(len(lost.crawls))
     metrics.LOST_WORK.labels("url").inc(len(lost.urls))
     metrics.LOST_WORK.labels("abandoned").inc(len(lost.abandoned))
