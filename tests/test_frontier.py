@@ -31,7 +31,13 @@ def test_hold_back_next_and_drop(redis_db: redis.Redis) -> None:
     frontier.hold_back(redis_db, 8, [9], ttl=60)
     frontier.hold_back(redis_db, 8, [], ttl=60)  # nothing held back this time
     assert frontier.next_url(redis_db, 8) is None
-    frontier.hold_back(redis_db, 9, [1], ttl=60)
+    frontier.hold_back(redis_db, 9, [1, 2, 3], ttl=60)
+    frontier.hold_back(redis_db, 11, [4], ttl=60)
+    # housekeeping counts what waits in the lists as held, not lost
+    assert frontier.listed(redis_db) == {1, 2, 3, 4}
+    # and gives an idle crawl new chains from its list
+    assert frontier.next_urls(redis_db, 9, 2) == [1, 2]
+    assert frontier.next_urls(redis_db, 12, 2) == []
     frontier.drop(redis_db, [9, 10])
     frontier.drop(redis_db, [])
     assert frontier.waiting(redis_db, 9) == 0

@@ -295,7 +295,8 @@ def test_lost_work_is_taken_back_once_per_lease(conn: Conn, source: store.Source
     assert redispatches() == 1
     # the crawl goes idle; c is still in the queue (a long queue, not a lost message)
     conn.execute("UPDATE crawls SET last_activity_at = now() - interval '2 hours'")
-    assert lost(held_urls={c}) == store.LostWork()
+    # (idle: its frontier list, if any, gets new chains)
+    assert lost(held_urls={c}) == store.LostWork(idle_crawls=(crawl_id,))
     assert redispatches() == 1
     # the queue lost it (Redis restarted): c is sent again, b (sent just now) is not
     assert lost() == store.LostWork(urls=(c,), url_crawls=(crawl_id,), idle_crawls=(crawl_id,))

@@ -167,6 +167,7 @@ def _patterns() -> list[str]:
         "x(?:yz)*w|q{2,}r",
         "a.b|[0-9]c",
         "(?i)author",
+        "(?i:author)x|y",
         "^$|empty",
     ]
 
@@ -194,5 +195,7 @@ def test_required_substrings_are_in_every_match() -> None:
                 assert any(part in value for part in needed), (pattern, value)
     assert guarded > 20
     assert xpaths.required_substrings("(?i)author") is None
+    assert xpaths.required_substrings("(?i:author)") is None
+    assert xpaths.required_substrings("(?i:author)xy") == {"xy"}
     assert xpaths.required_substrings("x|[0-9]+") is None
     assert xpaths.required_substrings("a.b|[0-9]c") == {"a", "c"}

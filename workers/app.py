@@ -127,6 +127,13 @@ def check_idle_connection(conn: psycopg.Connection[Any]) -> None:
         ConnectionPool.check_connection(conn)
 
 
+def _session_options(settings: Settings) -> str:
+    """The workers' session settings, after any `options` the database URL gives."""
+    given = psycopg.conninfo.conninfo_to_dict(settings.database_url).get("options")
+    ours = f"-c synchronous_commit={settings.db_synchronous_commit}"
+    return f"{given} {ours}" if given else ours
+
+
 class Resources:
     """Per-process database pool and HTTP client, created after fork.
 
@@ -155,7 +162,7 @@ class Resources:
                 kwargs={
                     "autocommit": True,
                     "application_name": "newsagg-worker",
-                    "options": f"-c synchronous_commit={self.settings.db_synchronous_commit}",
+                    "options": _session_options(self.settings),
                 },
                 open=True,
                 name="newsagg",

@@ -12,9 +12,11 @@ the worker: with 50 URLs a host that costs more than the pages themselves (READM
   of the crawl that is done sends the next one: it reaches the back of the queue, and by the
   time the workers get to it the host's turn has come.
 
-The list is a shortcut, not the record: the URLs are pending in PostgreSQL all along. A
-list lost with Redis, or a chain that stops with its worker, leaves the crawl idle; past
-its lease housekeeping drops the list and sends everything still pending (tasks.py).
+The list is a shortcut, not the record: the URLs are pending in PostgreSQL all along. Its
+URLs count as held for housekeeping (waiting, not lost), as messages in a queue do. A list
+lost with Redis leaves its URLs unheld: past the crawl's lease housekeeping sends them. A
+crawl idle past its lease whose list is there (its chains stopped with their workers, or
+only slow) gets new chains from it (tasks.py).
 """
 
 from __future__ import annotations
@@ -78,8 +80,23 @@ def next_url(client: redis.Redis, crawl_id: int) -> int | None:
     return int(raw) if raw is not None else None  # type: ignore[arg-type]
 
 
+def next_urls(client: redis.Redis, crawl_id: int, count: int) -> list[int]:
+    """Up to `count` of the crawl's waiting URLs, taken off its list (new chains)."""
+    raw = client.lpop(_key(crawl_id), count)
+    return [int(r) for r in raw or []]
+
+
+def listed(client: redis.Redis) -> set[int]:
+    """Every URL waiting in a frontier list: not lost, only waiting its turn."""
+    found: set[int] = set()
+    for key in client.scan_iter(match=f"{PREFIX}frontier:*", count=1000):
+        found.update(int(r) for r in client.lrange(key, 0, -1))
+    return found
+
+
 def drop(client: redis.Redis, crawl_ids: Iterable[int]) -> None:
-    """Forget the waiting lists of these crawls (housekeeping sends their URLs itself)."""
+    """Forget the waiting lists of these crawls (abandoned: the next crawl of their source
+    takes their URLs over)."""
     keys = [_key(c) for c in crawl_ids]
     if keys:
         client.delete(*keys)

@@ -511,9 +511,8 @@ class LostWork:
     crawls: tuple[int, ...] = ()
     urls: tuple[int, ...] = ()
     abandoned: tuple[int, ...] = ()
-    # The crawl of each of those URLs (its frontier goes on from there), and the crawls idle
-    # past their lease whose pending URLs are sent again, all of them (their frontier lists
-    # are dropped).
+    # The crawl of each of those URLs (its frontier goes on from there), and the crawls
+    # idle past their lease, still running (their frontier lists get new chains).
     url_crawls: tuple[int | None, ...] = ()
     idle_crawls: tuple[int, ...] = ()
 
@@ -635,7 +634,16 @@ def find_lost_work(
         urls=tuple(urls),
         abandoned=tuple(abandoned),
         url_crawls=tuple(crawl_of[u] for u in urls),
-        idle_crawls=tuple(sorted({c for u, c in lost_urls if c in stale and c not in gone})),
+        idle_crawls=tuple(
+            sorted(
+                c
+                for c, (status, _) in stale.items()
+                if status == "running"
+                and c not in gone
+                and c not in lost_crawls
+                and c not in held_crawls
+            )
+        ),
     )
 
 

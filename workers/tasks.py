@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 import structlog
@@ -297,6 +298,7 @@ def housekeeping() -> int:
         held_urls = broker.held_ids(
             resources.redis, "articles", process_article.name, settings.crawl_lease
         )
+        held_urls |= frontier.listed(resources.redis)
         held_crawls = broker.held_ids(
             resources.redis, "crawl", crawl_source.name, settings.crawl_lease
         )
@@ -311,12 +313,20 @@ def housekeeping() -> int:
         return lost, pruned
 
     lost, pruned = wait_out(find)
-    # What waits in their frontier lists is among the URLs sent now.
-    wait_out(lambda: frontier.drop(resources.redis, lost.idle_crawls))
+    # An abandoned crawl's URLs are the next crawl's of its source: its chains stop here.
+    wait_out(lambda: frontier.drop(resources.redis, lost.abandoned))
     for crawl_id in lost.crawls:
         crawl_source.delay(crawl_id)
     for url_id, of_crawl in zip(lost.urls, lost.url_crawls, strict=True):
         process_article.apply_async((url_id,), {"crawl_id": of_crawl})
+    # New chains for idle crawls' lists: harmless if the old ones are only slow.
+    for crawl_id in lost.idle_crawls:
+        for url_id in wait_out(
+            partial(frontier.next_urls, resources.redis, crawl_id, frontier.PRIORITIES)
+        ):
+            process_article.apply_async(
+                (url_id,), {"crawl_id": crawl_id}, priority=frontier.PRIORITIES - 1
+            )
     metrics.LOST_WORK.labels("crawl").inc(len(lost.crawls))
     metrics.LOST_WORK.labels("url").inc(len(lost.urls))
     metrics.LOST_WORK.labels("abandoned").inc(len(lost.abandoned))

@@ -110,7 +110,8 @@ def _required(items: list[tuple[Any, Any]]) -> frozenset[str] | None:
             if all(branches):
                 consider(frozenset().union(*branches))  # type: ignore[arg-type]
         elif op is sre_constants.SUBPATTERN:
-            consider(_required(list(arg[3])))
+            if not arg[1] & re.IGNORECASE:  # (?i:…) matches its literals in any case
+                consider(_required(list(arg[3])))
         elif op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT) and arg[0] >= 1:
             consider(_required(list(arg[2])))
     consider(frozenset(["".join(run)]) if run else None)
