@@ -24,13 +24,13 @@ def test_hold_back_next_and_drop(redis_db: redis.Redis) -> None:
     frontier.hold_back(redis_db, 7, [3, 1, 2], ttl=60)
     assert frontier.waiting(redis_db, 7) == 3
     assert 0 < int(redis_db.ttl(f"{frontier.PREFIX}frontier:7")) <= 60  # type: ignore[arg-type]
-    assert frontier.next_url(redis_db, 7) == 3
+    assert frontier.next_urls(redis_db, 7) == [3]
     # a redelivered crawl task plans again: its list replaces the one left
     frontier.hold_back(redis_db, 7, [5, 6], ttl=60)
-    assert [frontier.next_url(redis_db, 7) for _ in range(3)] == [5, 6, None]
+    assert [frontier.next_urls(redis_db, 7) for _ in range(3)] == [[5], [6], []]
     frontier.hold_back(redis_db, 8, [9], ttl=60)
     frontier.hold_back(redis_db, 8, [], ttl=60)  # nothing held back this time
-    assert frontier.next_url(redis_db, 8) is None
+    assert frontier.next_urls(redis_db, 8) == []
     frontier.hold_back(redis_db, 9, [1, 2, 3], ttl=60)
     frontier.hold_back(redis_db, 11, [4], ttl=60)
     # housekeeping counts what waits in the lists as held, not lost

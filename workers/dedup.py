@@ -90,11 +90,15 @@ def same_site(url_a: str, url_b: str) -> bool:
     return host_a == host_b or host_a.endswith("." + host_b) or host_b.endswith("." + host_a)
 
 
+def _folded(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
 def normalise_text(text: str) -> str:
     """The form texts are compared in: NFKC, case-folded, whitespace collapsed."""
     # str.split() splits on the characters \s matches and drops the ends: the same as
     # collapsing with a regex and stripping, at a third of the cost.
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    return " ".join(_folded(text).split())
 
 
 def content_hash(text: str) -> str:
@@ -135,7 +139,7 @@ _NON_WORD = re.compile(r"\W+")
 def words(text: str) -> list[str]:
     """The comparison tokens of a text: normalised, split on anything not a word character."""
     # Whitespace is never a word character: the split collapses it, no need to first.
-    return [w for w in _NON_WORD.split(unicodedata.normalize("NFKC", text).casefold()) if w]
+    return [w for w in _NON_WORD.split(_folded(text)) if w]
 
 
 def shingles(

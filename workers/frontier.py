@@ -74,14 +74,8 @@ def hold_back(client: redis.Redis, crawl_id: int, url_ids: list[int], ttl: float
         pipe.execute()
 
 
-def next_url(client: redis.Redis, crawl_id: int) -> int | None:
-    """The crawl's next waiting URL, taken off its list (None when none waits)."""
-    raw = client.lpop(_key(crawl_id))
-    return int(raw) if raw is not None else None  # type: ignore[arg-type]
-
-
-def next_urls(client: redis.Redis, crawl_id: int, count: int) -> list[int]:
-    """Up to `count` of the crawl's waiting URLs, taken off its list (new chains)."""
+def next_urls(client: redis.Redis, crawl_id: int, count: int = 1) -> list[int]:
+    """Up to `count` of the crawl's next waiting URLs, taken off its list."""
     raw = client.lpop(_key(crawl_id), count)
     return [int(r) for r in raw or []]
 

@@ -133,17 +133,22 @@ def crawl_source(self: Task, crawl_id: int, errors: int = 0, outages: int = 0) -
     return len(plan.url_ids)
 
 
+def _send_waiting(crawl_id: int, count: int = 1) -> None:
+    """Send up to `count` of the crawl's URLs waiting in its frontier list, at the back of
+    the queue."""
+    for url_id in frontier.next_urls(resources.redis, crawl_id, count):
+        process_article.apply_async(
+            (url_id,), {"crawl_id": crawl_id}, priority=frontier.PRIORITIES - 1
+        )
+
+
 def _send_next(crawl_id: int | None) -> None:
     """A URL of the crawl is done: send the next one waiting (workers/frontier.py). If
     Redis cannot be reached, the crawl's lease sends it later."""
     if crawl_id is None:
         return
     try:
-        url_id = frontier.next_url(resources.redis, crawl_id)
-        if url_id is not None:
-            process_article.apply_async(
-                (url_id,), {"crawl_id": crawl_id}, priority=frontier.PRIORITIES - 1
-            )
+        _send_waiting(crawl_id)
     except Exception:
         # This URL is stored; failing its task now would only hide that.
         log.exception("could not send the crawl's next URL; its lease will")
@@ -321,12 +326,7 @@ def housekeeping() -> int:
         process_article.apply_async((url_id,), {"crawl_id": of_crawl})
     # New chains for idle crawls' lists: harmless if the old ones are only slow.
     for crawl_id in lost.idle_crawls:
-        for url_id in wait_out(
-            partial(frontier.next_urls, resources.redis, crawl_id, frontier.PRIORITIES)
-        ):
-            process_article.apply_async(
-                (url_id,), {"crawl_id": crawl_id}, priority=frontier.PRIORITIES - 1
-            )
+        wait_out(partial(_send_waiting, crawl_id, frontier.PRIORITIES))
     metrics.LOST_WORK.labels("crawl").inc(len(lost.crawls))
     metrics.LOST_WORK.labels("url").inc(len(lost.urls))
     metrics.LOST_WORK.labels("abandoned").inc(len(lost.abandoned))
