@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from flower.events import Events
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ROOT, TEST_ENV, newsagg, start_beat, stop_process
@@ -242,7 +243,21 @@ def test_flower_shows_the_workers_and_their_tasks(
                 pass
             time.sleep(1)
         assert any(name.startswith("flowered") for name in seen), seen
-        # Flower switches task events on by itself; the crawl's tasks show up there
+        # Flower switches task events on by itself, every events_enable_interval: once it
+        # hears the worker (its heartbeats come without task events), one interval more and
+        # they are on. A crawl before that can be over before Flower hears of any task.
+        alive: dict[str, Any] = {}
+        while time.monotonic() < deadline + 30:
+            raw = urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/api/workers?status=1", timeout=10
+            ).read()
+            alive = json.loads(raw)
+            if any(name.startswith("flowered") and up for name, up in alive.items()):
+                break
+            time.sleep(0.5)
+        assert any(name.startswith("flowered") and up for name, up in alive.items()), alive
+        time.sleep(Events.events_enable_interval / 1000 + 1)
+        # the crawl's tasks show up there
         crawl_everything(conn, web, {})
         deadline = time.monotonic() + 30
         tasks: dict[str, Any] = {}
