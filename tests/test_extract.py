@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 from datetime import UTC, datetime, timedelta, timezone
@@ -14,6 +15,7 @@ from trafilatura import bare_extraction
 from trafilatura.utils import HTML_PARSER
 
 from tests.conftest import CORPUS
+from workers import extract
 from workers.extract import (
     FUTURE_SLACK,
     NOT_RUN,
@@ -36,7 +38,7 @@ from workers.extract import (
     trafilatura_date,
 )
 from workers.extract import _find_date_before as find_markup_date
-from workers.fetch import decode_body
+from workers.fetch import decode_body, decode_page
 
 EXPECTED = json.loads((CORPUS / "metadata" / "expected.json").read_text())
 
@@ -462,8 +464,6 @@ def test_prepare_tree_without_backup_changes_no_extraction(monkeypatch: pytest.M
     trafilatura's own _prepare_tree, on corpus pages."""
     import trafilatura.core
 
-    from workers import extract
-
     now = datetime(2026, 12, 3, tzinfo=UTC)
     pages = _corpus_pages(every=1)
     ours = [_article_or_error(html, url, now) for url, html in pages]
@@ -478,3 +478,55 @@ def _article_or_error(html: str, url: str, now: datetime) -> object:
         return extract_article(html, url, min_text_chars=1, now=now)
     except (EmptyExtraction, TooComplex) as exc:
         return repr(exc)
+
+
+def _all_corpus_bodies() -> list[bytes]:
+    """The raw bodies of every page of the extraction and dates corpora."""
+    bodies = []
+    for corpus in ("extraction", "dates"):
+        truth = json.loads((CORPUS / corpus / "groundtruth.json").read_text())
+        for entry in truth.values():
+            bodies.append(gzip.decompress((CORPUS / corpus / entry["file"]).read_bytes()))
+    return bodies
+
+
+def test_tree_from_the_bytes_is_the_tree_from_the_text() -> None:
+    """load_tree parses a UTF-8 body's bytes instead of its text when trafilatura's
+    load_html would change nothing before parsing: the same tree, on every corpus page."""
+    from_bytes = 0
+    for body in _all_corpus_bodies():
+        html, utf8 = decode_page(body, "text/html")
+        assert html == decode_body(body, "text/html")[0]
+        if utf8 is None:
+            continue
+        tree = load_tree(html, 100_000, 200, utf8)
+        assert etree.tostring(tree) == etree.tostring(load_tree(html, 100_000, 200))
+        from_bytes += extract._load_unchanged(html, utf8) is not None
+    assert from_bytes > 900, from_bytes  # of 1,084; the rest are not UTF-8, or mended
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        "<html><body><p>a control \x0b character</p></body></html>",
+        "<html><body><p>a noncharacter \ufffe here</p></body></html>",
+        '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" "x.dtd">\n<html><body>'
+        "<p>text</p></body></html>",
+        "<!DOCTYPE html><html><body><p>one line, no newline</p></body></html>",
+        '<html lang="en"/>\n<body><p>self-closing html</p></body>',
+        "<p>a fragment without html</p>",
+    ],
+)
+def test_pages_load_html_would_mend_are_parsed_from_the_text(html: str) -> None:
+    """A page with what load_html deletes or mends before parsing is left to load_html."""
+    utf8 = html.encode("utf-8")
+    assert extract._load_unchanged(html, utf8) is None
+    tree = load_tree(html, 100_000, 200, utf8)
+    assert etree.tostring(tree) == etree.tostring(load_tree(html, 100_000, 200))
+
+
+def test_decode_page_gives_the_bytes_only_for_strict_utf8() -> None:
+    text = "<html><body><p>café</p></body></html>"
+    assert decode_page(text.encode("utf-8")) == (text, text.encode("utf-8"))
+    assert decode_page(codecs.BOM_UTF8 + text.encode("utf-8"))[1] is None
+    assert decode_page(text.encode("cp1252"), "text/html; charset=windows-1252") == (text, None)

@@ -239,6 +239,18 @@ def mostly_isolated_high_bytes(body: bytes) -> bool:
     return short / len(runs) >= 0.9 and high / len(sample) < 0.1
 
 
+def decode_page(body: bytes, content_type: str | None = None) -> tuple[str, bytes | None]:
+    """decode_body's text, with the body itself when the text is its strict UTF-8 decoding
+    (bytes lxml parses faster than the text: workers.extract.load_tree), else None."""
+    # With a BOM, decode_body drops it from the text: the bytes are not the text's.
+    if not body.startswith(codecs.BOM_UTF8):
+        try:
+            return body.decode("utf-8"), body
+        except UnicodeDecodeError:
+            pass
+    return decode_body(body, content_type)[0], None
+
+
 def decode_body(body: bytes, content_type: str | None = None) -> tuple[str, str]:
     """Decode a page whose declared encoding may be wrong; returns (text, encoding used).
 

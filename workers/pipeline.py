@@ -28,7 +28,7 @@ from workers import frontier, metrics, store
 from workers.dedup import InvalidURL, canonicalise_url
 from workers.discover import Discovery, DiscoveryError, discover
 from workers.extract import Article, EmptyExtraction, FeedHints, TooComplex, extract_article
-from workers.fetch import Expect, Fetcher, FetchResult, decode_body
+from workers.fetch import Expect, Fetcher, FetchResult, decode_page
 from workers.politeness import (
     HostBusy,
     HostPolicy,
@@ -594,7 +594,7 @@ def _process_claimed(
     hints = FeedHints(pending.feed_title, pending.feed_published_at, pending.feed_author)
     started = time.perf_counter()
     try:
-        html, _encoding = decode_body(result.body, result.content_type)
+        html, utf8 = decode_page(result.body, result.content_type)
         article = extract_article(
             html,
             final_url,
@@ -602,6 +602,7 @@ def _process_claimed(
             min_text_chars=settings.min_text_chars,
             max_elements=settings.max_tree_elements,
             max_depth=settings.max_tree_depth,
+            utf8=utf8,
         )
     except (EmptyExtraction, TooComplex) as exc:
         status = "too_complex" if isinstance(exc, TooComplex) else "empty_extraction"
