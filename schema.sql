@@ -249,8 +249,8 @@ CREATE TABLE IF NOT EXISTS article_bands (
 );
 CREATE INDEX IF NOT EXISTS article_bands_article ON article_bands (article_id);
 
-COMMENT ON TABLE article_bands IS 'MinHash LSH band keys of each article text (32 per article of at least NEWSAGG_NEAR_DUP_MIN_WORDS words): articles sharing a key are near-duplicate candidates, verified on their texts before linking.';
-COMMENT ON COLUMN article_bands.band_key IS 'Signed 64-bit hash of (signature version, band number, the band''s 4 MinHash values); see workers/dedup.py.';
+COMMENT ON TABLE article_bands IS 'MinHash LSH band keys of each article text (42 per article of at least NEWSAGG_NEAR_DUP_MIN_WORDS words): articles sharing a key are near-duplicate candidates, verified on their texts before linking.';
+COMMENT ON COLUMN article_bands.band_key IS 'Signed 64-bit hash of (signature version, band number, the band''s 3 MinHash values); see workers/dedup.py.';
 COMMENT ON COLUMN article_bands.event_at IS 'The article''s event_at, so look-ups read only the window.';
 COMMENT ON COLUMN article_bands.article_id IS 'The article.';
 
@@ -480,7 +480,7 @@ COMMENT ON COLUMN schema_migrations.version IS 'The migration''s number (migrati
 COMMENT ON COLUMN schema_migrations.name IS 'The migration''s name.';
 COMMENT ON COLUMN schema_migrations.applied_at IS 'When it was applied (or the database created with it).';
 INSERT INTO schema_migrations (version, name)
-VALUES (1, 'initial'), (2, 'consumer_api'), (3, 'operations')
+VALUES (1, 'initial'), (2, 'consumer_api'), (3, 'operations'), (4, 'band_comments')
 ON CONFLICT (version) DO NOTHING;
 
 -- ---------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from workers import store
+from workers import dedup, store
 from workers.extract import Article
 
 Conn = psycopg.Connection[Any]
@@ -68,6 +68,19 @@ def test_every_table_view_and_column_is_commented(conn: Conn) -> None:
         """
     ).fetchall()
     assert missing == []
+
+
+def test_band_comments_state_the_lsh_layout(conn: Conn) -> None:
+    """The comments consumers read agree with workers/dedup.py's bands and rows."""
+    table, column = conn.execute(
+        "SELECT obj_description('article_bands'::regclass, 'pg_class'), "
+        "col_description('article_bands'::regclass, 1)"
+    ).fetchone()
+    assert f"({dedup.BANDS} per article" in table
+    assert f"the band's {dedup.ROWS} MinHash values" in column
+    assert len(dedup.text_signature(" ".join(f"w{i}" for i in range(200)), 50).bands) == (
+        dedup.BANDS
+    )
 
 
 def test_schema_reapplies_cleanly(conn: Conn) -> None:
