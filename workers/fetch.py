@@ -239,18 +239,6 @@ def mostly_isolated_high_bytes(body: bytes) -> bool:
     return short / len(runs) >= 0.9 and high / len(sample) < 0.1
 
 
-def decode_page(body: bytes, content_type: str | None = None) -> tuple[str, bytes | None]:
-    """decode_body's text, with the body itself when the text is its strict UTF-8 decoding
-    (bytes lxml parses faster than the text: workers.extract.load_tree), else None."""
-    # With a BOM, decode_body drops it from the text: the bytes are not the text's.
-    if not body.startswith(codecs.BOM_UTF8):
-        try:
-            return body.decode("utf-8"), body
-        except UnicodeDecodeError:
-            pass
-    return decode_body(body, content_type)[0], None
-
-
 def decode_body(body: bytes, content_type: str | None = None) -> tuple[str, str]:
     """Decode a page whose declared encoding may be wrong; returns (text, encoding used).
 
@@ -258,6 +246,25 @@ def decode_body(body: bytes, content_type: str | None = None) -> tuple[str, str]
     encodings, while pages that declare latin-1 and send UTF-8 are common. Otherwise the
     declaration is trusted only when a detector finds the bytes consistent with it.
     """
+    if (marked := _decode_bom(body)) is not None:
+        return marked
+    if (text := _strict_utf8(body)) is not None:
+        return text, "utf-8"
+    return _decode_legacy(body, content_type)
+
+
+def decode_page(body: bytes, content_type: str | None = None) -> tuple[str, bytes | None]:
+    """decode_body's text, with the body itself when the text is its strict UTF-8 decoding
+    (bytes lxml parses faster than the text: workers.extract.load_tree), else None."""
+    # The same steps as decode_body; after a BOM the text is not the bytes' (the BOM dropped).
+    if (marked := _decode_bom(body)) is not None:
+        return marked[0], None
+    if (text := _strict_utf8(body)) is not None:
+        return text, body
+    return _decode_legacy(body, content_type)[0], None
+
+
+def _decode_bom(body: bytes) -> tuple[str, str] | None:
     for bom, name in (
         (codecs.BOM_UTF8, "utf-8"),
         (codecs.BOM_UTF16_LE, "utf-16"),
@@ -265,10 +272,18 @@ def decode_body(body: bytes, content_type: str | None = None) -> tuple[str, str]
     ):
         if body.startswith(bom):
             return body.decode(name, "replace").lstrip("\ufeff"), name
+    return None
+
+
+def _strict_utf8(body: bytes) -> str | None:
     try:
-        return body.decode("utf-8"), "utf-8"
+        return body.decode("utf-8")
     except UnicodeDecodeError:
-        pass
+        return None
+
+
+def _decode_legacy(body: bytes, content_type: str | None) -> tuple[str, str]:
+    """decode_body for a body that is not UTF-8 and has no BOM."""
     declared = [name for name in declared_charsets(body, content_type) if name != "utf-8"]
     if mostly_isolated_high_bytes(body):
         # Accented letters between ASCII ones: a Western single-byte page. Detectors guess
