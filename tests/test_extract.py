@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import json
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -333,6 +334,53 @@ def test_utc_timestamps_on_real_pages(url: str, offset: int) -> None:
     assert article.published_at.date().isoformat() == DATES[url]["date"]
 
 
+# The offset scan as first written: a digit before the colon, in the pattern.
+_DIGIT_FIRST_OFFSET = re.compile(
+    r"[0-9]:[0-5][0-9]:[0-5][0-9](?:[.,][0-9]+)? ?([+-](?:0[0-9]|1[0-4]):?[0-5][0-9])(?![0-9:])"
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "12:30:00+02:00 9:30:00 -0400",
+        ":30:00+02:00",  # no hour digit
+        "a:30:00+02:00 1:30:00+02:00",
+        "2024-05-17T10:00:00.123+05:30 and 10:00:00+0530:1",
+        "1:2:30:00+01:00",
+    ],
+)
+def test_stated_offset_scan_matches_the_digit_first_pattern(text: str) -> None:
+    found = [
+        m[1]
+        for m in extract._STATED_OFFSET.finditer(text)
+        if m.start() and text[m.start() - 1].isdigit()
+    ]
+    assert found == [m[1] for m in _DIGIT_FIRST_OFFSET.finditer(text)]
+
+
+def test_stated_offset_on_corpus_pages_as_with_the_digit_first_pattern() -> None:
+    """find_stated_offset scans from the colon (ten times faster): the same offset on every page."""
+    from collections import Counter
+
+    def digit_first(html: str) -> timezone | None:
+        offsets = Counter(match[1] for match in _DIGIT_FIRST_OFFSET.finditer(html))
+        for text, _count in offsets.most_common():
+            sign = -1 if text.startswith("-") else 1
+            digits = text[1:].replace(":", "")
+            offset = sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+            if offset and timedelta(hours=-12) <= offset <= timedelta(hours=14):
+                return timezone(offset)
+        return None
+
+    stated = 0
+    for _url, html in _corpus_pages(every=1):
+        expected = digit_first(html)
+        assert extract.find_stated_offset(html) == expected
+        stated += expected is not None
+    assert stated > 20
+
+
 def test_find_country_offset() -> None:
     winter, summer = datetime(2024, 1, 15, tzinfo=UTC), datetime(2024, 7, 15, tzinfo=UTC)
     assert find_country_offset("www.corriere.it", winter) == timezone(timedelta(hours=1))
@@ -430,6 +478,25 @@ def test_trafilatura_date_is_the_markup_search() -> None:
         markup = find_markup_date(tree, now + FUTURE_SLACK, extensive=False, original=True)
         assert found == markup, url
     assert reused > 20
+
+
+def test_head_date_search_is_find_dates_first_steps() -> None:
+    """The modified-date search (meta tags and JSON-LD only) gives find_date's answer
+    whenever it gives one, and nothing on the pages find_date dates from elsewhere."""
+    now = datetime.now(UTC)
+    latest = now + FUTURE_SLACK
+    head_dated = other = 0
+    for _url, html in _corpus_pages(every=1):
+        tree = load_tree(html, 100_000, 200)
+        for original in (False, True):
+            head = extract._find_head_date_before(tree, latest, extensive=False, original=original)
+            full = find_markup_date(tree, latest, extensive=False, original=original)
+            if head is not None:
+                assert head == full
+                head_dated += 1
+            elif full is not None:
+                other += 1
+    assert head_dated > 100 and other > 5
 
 
 def test_element_class_lookup_changes_no_extraction() -> None:

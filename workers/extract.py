@@ -17,8 +17,11 @@ Rules where the page and the feed disagree:
    the text (and that search is the dearest step of extraction, 15 ms a page).
 "feed" is the feed's timestamp, when it wins by the rule above (shown in the page's zone).
 
-`modified_at` ("metadata" only: the visible text is too noisy) is the page's last-modified
-date (htmldate with original_date=False), kept only when it is later than published_at.
+`modified_at` is the page's last-modified date as its meta tags or JSON-LD state it
+(htmldate's first two steps, with original_date=False), kept only when it is later than
+published_at. Neither the visible text nor the page's elements are searched: on the 962
+corpus pages with a dated markup, the element search adds a modified date to 5 (two of them
+the publication time read in another zone) for four fifths of the search's time.
 
 Plausible dates only: one before 1995-01-01 (no news site existed) or more than a day ahead
 of the clock (`now`) is dropped, from any source, and the next source is used instead.
@@ -44,8 +47,11 @@ from urllib.parse import urljoin, urlsplit
 import lxml.html
 import py3langid
 from htmldate import find_date
+from htmldate.core import examine_header
 from htmldate.extractors import COMPLETE_URL as _HTMLDATE_URL_DATE
-from htmldate.extractors import get_external_parser
+from htmldate.extractors import get_external_parser, json_search
+from htmldate.utils import Extractor as HtmldateOptions
+from htmldate.validators import get_max_date, get_min_date
 from lxml import etree
 from lxml.html import HtmlComment, HtmlElement, HtmlEntity, HtmlProcessingInstruction
 from trafilatura import bare_extraction
@@ -123,9 +129,13 @@ _URL_COMPACT_DATE = re.compile(
     r"(?<=[/_-])((?:19|20)[0-9]{2})(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])(?=[/_.-]|$)"
 )
 # A UTC offset written after a time: "2024-05-17T10:00:00+02:00", "17 May 2024 10:00:00 -0400".
+# The pattern starts at the colon: re skips ahead to a literal first character in C, where a
+# leading [0-9] is tried at every position of the page (ten times slower); the digit before
+# the colon is checked on each match (find_stated_offset).
 _STATED_OFFSET = re.compile(
-    r"[0-9]:[0-5][0-9]:[0-5][0-9](?:[.,][0-9]+)? ?([+-](?:0[0-9]|1[0-4]):?[0-5][0-9])(?![0-9:])"
+    r":[0-5][0-9]:[0-5][0-9](?:[.,][0-9]+)? ?([+-](?:0[0-9]|1[0-4]):?[0-5][0-9])(?![0-9:])"
 )
+_DIGITS = frozenset("0123456789")
 _MIN_OFFSET, _MAX_OFFSET = timedelta(hours=-12), timedelta(hours=14)
 # "By Jane Doe", "Written by Jane Doe".
 _BYLINE_PREFIX = re.compile(r"^(?:(?:written|words|story|text|reporting)\s+)?by\s+", re.I)
@@ -355,16 +365,19 @@ def run_htmldate(
     extensive: bool,
     original: bool,
     found: str | _NotRun | None = NOT_RUN,
+    head_only: bool = False,
 ) -> str | None:
     """htmldate on the page's markup (not its URL), within the plausible window.
 
     The window is given to htmldate, so that it skips an implausible candidate and keeps
     looking instead of returning it. `found` is the answer of the same search already run
-    (trafilatura's, see trafilatura_date), which spares running it again.
+    (trafilatura's, see trafilatura_date), which spares running it again. `head_only`: the
+    meta tags and JSON-LD only (htmldate's first two steps).
     """
     latest = now + FUTURE_SLACK
+    search = _find_head_date_before if head_only else _find_date_before
     if isinstance(found, _NotRun):
-        found = _find_date_before(tree, latest, extensive=extensive, original=original)
+        found = search(tree, latest, extensive=extensive, original=original)
     if (
         found is not None
         and found.endswith(_MONTH_START)
@@ -373,7 +386,7 @@ def run_htmldate(
         # Given a date past max_date, htmldate falls back to the 1st of its month (2024-06-03
         # → 2024-06-01), which can only pass in max_date's own month: when the page's date
         # without the bound is later that month, the page gave a future date, not this one.
-        unbounded = _find_date_before(tree, now + _NO_BOUND, extensive=extensive, original=original)
+        unbounded = search(tree, now + _NO_BOUND, extensive=extensive, original=original)
         if unbounded is not None and unbounded != found and unbounded[:7] == found[:7]:
             return None
     return found
@@ -399,6 +412,23 @@ def _find_date_before(
     tree: HtmlElement, latest: datetime, *, extensive: bool, original: bool
 ) -> str | None:
     found = find_date(tree, **htmldate_params(latest, extensive=extensive, original=original))
+    return str(found) if found else None
+
+
+def _find_head_date_before(
+    tree: HtmlElement, latest: datetime, *, extensive: bool, original: bool
+) -> str | None:
+    """What find_date returns when its answer is in the meta tags or JSON-LD, else None
+    (htmldate.core.find_date's first steps; url="" skips the URL's)."""
+    params = htmldate_params(latest, extensive=extensive, original=original)
+    options = HtmldateOptions(
+        extensive,
+        get_max_date(params["max_date"]),
+        get_min_date(params["min_date"]),
+        original,
+        params["outputformat"],
+    )
+    found = examine_header(tree, options) or json_search(tree, options)
     return str(found) if found else None
 
 
@@ -455,15 +485,20 @@ def find_url_date(url: str, now: datetime) -> datetime | None:
 def find_stated_offset(html: str) -> timezone | None:
     """The non-zero UTC offset the page writes most often after a time, if any.
 
-    Cached: each date of a page asks it again, and it scans the whole page (half a
-    millisecond).
+    Cached: each date of a page asks it again, and it scans the whole page.
 
     >>> find_stated_offset('"datePublished": "2024-05-17T09:00:00+02:00"')
     datetime.timezone(datetime.timedelta(seconds=7200))
     >>> find_stated_offset('<meta content="2024-05-17T07:00:00Z">') is None
     True
     """
-    offsets = Counter(match[1] for match in _STATED_OFFSET.finditer(html))
+    # No match can start inside one refused for its first character (none holds a digit
+    # followed by ":MM:SS"), so refusing after the fact finds what the digit-first form finds.
+    offsets = Counter(
+        match[1]
+        for match in _STATED_OFFSET.finditer(html)
+        if match.start() and html[match.start() - 1] in _DIGITS
+    )
     for text, _count in offsets.most_common():
         sign = -1 if text.startswith("-") else 1
         digits = text[1:].replace(":", "")
@@ -552,13 +587,14 @@ def find_page_published(
 def find_page_modified(
     tree: HtmlElement, html: str, url: str, published: SourcedDate | None, now: datetime
 ) -> SourcedDate | None:
-    """The page's last-modified date from its markup, when it is later than published.
+    """The page's last-modified date from its meta tags or JSON-LD, when it is later than
+    published (module docstring).
 
     The visible text is not searched: its latest date is as often a "today" header or a
     related story as an update of this one.
     """
     found = read_page_date(
-        run_htmldate(tree, now, extensive=False, original=False),
+        run_htmldate(tree, now, extensive=False, original=False, head_only=True),
         html,
         urlsplit(url).hostname,
         now,
