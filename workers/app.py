@@ -92,6 +92,8 @@ app.conf.update(
         "retry_on_timeout": True,
     },
     broker_heartbeat=0,
+    # kombu's Redis transport, minus a new Redis client per message (workers/broker.py).
+    broker_transport="workers.broker:Transport",
     # Cold shutdown requeues what it cancels at once: no extra wait (see monitor.py).
     worker_soft_shutdown_timeout=0,
     worker_send_task_events=settings.task_events,

@@ -6,6 +6,9 @@ sorted set ``unacked_index``); a worker that dies with messages taken leaves the
 the visibility timeout (an hour) puts them back. Housekeeping asks this module before it
 sends work again, so a message that is merely waiting in a long queue is never doubled,
 while one that was lost (Redis restarted, its worker killed) comes back within the lease.
+
+It also holds the transport the workers use: kombu's, with one Redis client per connection
+pool instead of a new one for every publish, delivery and acknowledgement (`Transport`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
+from kombu.transport import redis as kombu_redis
 
 UNACKED, UNACKED_INDEX = "unacked", "unacked_index"
 # Kombu keeps priority p of a queue in the list "<queue>\x06\x16<p>" (p > 0), "<queue>" for 0.
@@ -95,3 +99,31 @@ def held_ids(client: redis.Redis, queue: str, task: str, unacked_within: float) 
             if found is not None:
                 held.add(found)
     return held
+
+
+class Channel(kombu_redis.Channel):
+    """Kombu's Redis channel, building its synchronous client once per connection pool.
+
+    Kombu builds a new `redis.Redis` for each message it publishes, delivers and
+    acknowledges: about 160 µs of CPU each (the client's table of response callbacks), three
+    times per stored URL, more than the Redis commands themselves. A client holds nothing but
+    its pool (redis-py's clients are thread-safe, taking a connection per command), so one
+    serves every call; a new pool (kombu makes one after a fork or a disconnect) gets a new
+    client.
+    """
+
+    _shared: tuple[redis.ConnectionPool, redis.Redis] | None = None
+
+    def _create_client(self, asynchronous: bool = False) -> redis.Redis:
+        if asynchronous:
+            return super()._create_client(asynchronous=True)  # type: ignore[no-any-return,no-untyped-call]
+        pool = self.pool
+        if self._shared is None or self._shared[0] is not pool:
+            self._shared = (pool, super()._create_client())  # type: ignore[no-untyped-call]
+        return self._shared[1]
+
+
+class Transport(kombu_redis.Transport):
+    """kombu's Redis transport with the Channel above (Celery's `broker_transport`)."""
+
+    Channel = Channel

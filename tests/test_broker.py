@@ -1,0 +1,53 @@
+"""The workers' kombu transport: kombu's Redis transport, one client per connection pool."""
+
+from __future__ import annotations
+
+import os
+
+import redis
+from kombu import Connection, Exchange, Queue
+
+from tests.conftest import REDIS_URL
+from workers import broker
+from workers.app import app
+
+
+def test_the_app_publishes_through_the_transport() -> None:
+    with app.connection_for_write() as conn:
+        assert isinstance(conn.transport, broker.Transport)
+
+
+def test_one_client_per_pool_and_a_new_one_with_a_new_pool(redis_db: redis.Redis) -> None:
+    with Connection(REDIS_URL, transport=broker.Transport) as conn:
+        channel = conn.default_channel
+        first = channel._create_client()
+        assert channel._create_client() is first
+        assert first.connection_pool is channel.pool
+        # After a fork kombu drops its pools (and makes new ones on the next command).
+        channel._after_fork()
+        second = channel._create_client()
+        assert second is not first and second.connection_pool is channel.pool
+        # The asynchronous client (BRPOP) is kombu's own, as before.
+        assert channel._create_client(asynchronous=True) is not second
+
+
+def test_messages_go_and_come_back_through_the_shared_client(redis_db: redis.Redis) -> None:
+    """Publish, consume, acknowledge and reject-requeue: kombu's paths that built a client."""
+    queue = Queue(f"t-broker-{os.getpid()}", Exchange(f"t-broker-{os.getpid()}"), "k")
+    with Connection(REDIS_URL, transport=broker.Transport) as conn:
+        producer = conn.Producer()
+        for n in range(3):
+            producer.publish({"n": n}, exchange=queue.exchange, routing_key="k", declare=[queue])
+        bound = queue(conn.default_channel)
+        first = bound.get(no_ack=False)
+        assert first is not None and first.payload == {"n": 0}
+        first.requeue()
+        seen = []
+        for _ in range(3):
+            message = bound.get(no_ack=False)
+            assert message is not None
+            seen.append(message.payload["n"])
+            message.ack()
+        assert sorted(seen) == [0, 1, 2]
+        assert bound.get() is None
+        assert redis_db.hlen(broker.UNACKED) == 0
