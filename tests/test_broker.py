@@ -17,6 +17,17 @@ def test_the_app_publishes_through_the_transport() -> None:
         assert isinstance(conn.transport, broker.Transport)
 
 
+def test_transport_only_for_plain_redis_urls() -> None:
+    """rediss:// keeps kombu's own transport and with it its TLS defaults."""
+    assert broker.transport_for("redis://localhost:6379/3") == "workers.broker:Transport"
+    for url in ("rediss://cache.example:6380/0", "sentinel://localhost:26379"):
+        assert broker.transport_for(url) is None
+    tls = Connection("rediss://cache.example:6380/0", transport=broker.transport_for("rediss://x"))
+    assert tls.ssl
+    plain = Connection(REDIS_URL, transport=broker.transport_for(REDIS_URL))
+    assert plain.transport_cls == "workers.broker:Transport"
+
+
 def test_one_client_per_pool_and_a_new_one_with_a_new_pool(redis_db: redis.Redis) -> None:
     with Connection(REDIS_URL, transport=broker.Transport) as conn:
         channel = conn.default_channel

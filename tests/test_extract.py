@@ -354,7 +354,7 @@ def test_stated_offset_scan_matches_the_digit_first_pattern(text: str) -> None:
     found = [
         m[1]
         for m in extract._STATED_OFFSET.finditer(text)
-        if m.start() and text[m.start() - 1].isdigit()
+        if m.start() and text[m.start() - 1] in extract._DIGITS
     ]
     assert found == [m[1] for m in _DIGIT_FIRST_OFFSET.finditer(text)]
 

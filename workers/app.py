@@ -35,7 +35,7 @@ from kombu.entity import Exchange, Queue
 from psycopg_pool import ConnectionPool
 
 from schedules.beat import beat_schedule
-from workers import logs, metrics, monitor
+from workers import broker, logs, metrics, monitor
 from workers.fetch import Fetcher
 from workers.frontier import PRIORITIES
 from workers.politeness import Politeness
@@ -93,7 +93,7 @@ app.conf.update(
     },
     broker_heartbeat=0,
     # kombu's Redis transport, minus a new Redis client per message (workers/broker.py).
-    broker_transport="workers.broker:Transport",
+    broker_transport=broker.transport_for(settings.redis_url),
     # Cold shutdown requeues what it cancels at once: no extra wait (see monitor.py).
     worker_soft_shutdown_timeout=0,
     worker_send_task_events=settings.task_events,

@@ -18,6 +18,7 @@ import re
 import time
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from kombu.transport import redis as kombu_redis
@@ -127,3 +128,10 @@ class Transport(kombu_redis.Transport):
     """kombu's Redis transport with the Channel above (Celery's `broker_transport`)."""
 
     Channel = Channel
+
+
+def transport_for(url: str) -> str | None:
+    """Celery's `broker_transport` for a Redis URL: the Transport above for redis://, else
+    kombu's choice (None). Given a transport, kombu no longer reads the URL's scheme, and its
+    TLS defaults for rediss:// and Sentinel's channel are keyed on that scheme."""
+    return f"{__name__}:Transport" if urlsplit(url).scheme == "redis" else None

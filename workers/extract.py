@@ -17,11 +17,12 @@ Rules where the page and the feed disagree:
    the text (and that search is the dearest step of extraction, 15 ms a page).
 "feed" is the feed's timestamp, when it wins by the rule above (shown in the page's zone).
 
-`modified_at` is the page's last-modified date as its meta tags or JSON-LD state it
-(htmldate's first two steps, with original_date=False), kept only when it is later than
-published_at. Neither the visible text nor the page's elements are searched: on the 962
-corpus pages with a dated markup, the element search adds a modified date to 5 (two of them
-the publication time read in another zone) for four fifths of the search's time.
+`modified_at` is the page's last-modified date read from its meta tags or JSON-LD only
+(htmldate's first two steps, with original_date=False: a modified-time meta tag first), kept
+only when it is later than published_at. Neither the visible text nor the page's elements
+are searched: on the 962 corpus pages with a dated markup, the element search adds a
+modified date to 5 (two of them the publication time read in another zone) for four fifths
+of the search's time.
 
 Plausible dates only: one before 1995-01-01 (no news site existed) or more than a day ahead
 of the clock (`now`) is dropped, from any source, and the next source is used instead.
@@ -587,8 +588,9 @@ def find_page_published(
 def find_page_modified(
     tree: HtmlElement, html: str, url: str, published: SourcedDate | None, now: datetime
 ) -> SourcedDate | None:
-    """The page's last-modified date from its meta tags or JSON-LD, when it is later than
-    published (module docstring).
+    """The page's last-modified date read from its meta tags or JSON-LD (htmldate's header
+    steps, which prefer a modified-time tag), when it is later than published (module
+    docstring).
 
     The visible text is not searched: its latest date is as often a "today" header or a
     related story as an update of this one.
