@@ -352,12 +352,16 @@ def install() -> dict[XPath, XPath]:
     if _INSTALLED:
         return _INSTALLED
     replaced: dict[int, tuple[XPath, XPath]] = {}
+    # A list several modules share is met once per module: its items are replacements the
+    # second time, which must not be guarded again (each guard evaluated twice, three times).
+    made: set[int] = set()
 
     def replacement(value: object) -> XPath | None:
-        if not isinstance(value, XPath) or "re:test" not in value.path:
+        if not isinstance(value, XPath) or "re:test" not in value.path or id(value) in made:
             return None
         if id(value) not in replaced:
             replaced[id(value)] = (value, faster(value))
+            made.add(id(replaced[id(value)][1]))
         return replaced[id(value)][1]
 
     for module in _trafilatura_modules():
