@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import redis
 from kombu import Connection, Exchange, Queue
+from pydantic import ValidationError
 
 from tests.conftest import REDIS_URL
 from workers import broker
 from workers.app import app
+from workers.settings import Settings
 
 
 def test_the_app_publishes_through_the_transport() -> None:
@@ -26,6 +29,12 @@ def test_transport_only_for_plain_redis_urls() -> None:
     assert tls.ssl
     plain = Connection(REDIS_URL, transport=broker.transport_for(REDIS_URL))
     assert plain.transport_cls == "workers.broker:Transport"
+
+
+@pytest.mark.parametrize("url", ["unix:///run/redis.sock", "http://localhost:6379"])
+def test_settings_take_only_urls_celerys_broker_reads(url: str) -> None:
+    with pytest.raises(ValidationError, match="redis://"):
+        Settings(redis_url=url)
 
 
 def test_one_client_per_pool_and_a_new_one_with_a_new_pool(redis_db: redis.Redis) -> None:
