@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import copy
 import gzip
 import json
 import re
@@ -538,6 +539,46 @@ def test_prepare_tree_without_backup_changes_no_extraction(monkeypatch: pytest.M
     stock = [_article_or_error(html, url, now) for url, html in pages]
     assert len(pages) > 100, len(pages)
     assert ours == stock
+
+
+def test_consuming_the_tree_changes_no_extraction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a feed date and no date in the URL, trafilatura is given the parsed tree to
+    change (no copy), and the page is parsed again when trafilatura's date came from a URL
+    it read in the page: the same Article as with trafilatura working on its own copy."""
+    now = datetime(2026, 12, 3, tzinfo=UTC)
+    cases = []
+    for url, entry in DATES.items():
+        raw = gzip.decompress((CORPUS / "dates" / entry["file"]).read_bytes())
+        day = entry["date"] if isinstance(entry["date"], str) else "2020-06-01"  # NaN: unknown
+        feed = datetime.fromisoformat(day).replace(hour=12, tzinfo=UTC)
+        for page_url in (url, "https://news.example/story"):  # the second holds no date
+            cases.append((decode_body(raw, "text/html")[0], page_url, FeedHints(published_at=feed)))
+
+    def articles() -> list[object]:
+        out: list[object] = []
+        for html, url, hints in cases:
+            try:
+                out.append(extract_article(html, url, hints, min_text_chars=1, now=now))
+            except (EmptyExtraction, TooComplex) as exc:
+                out.append(repr(exc))
+        return out
+
+    parsed = []
+    monkeypatch.setattr(extract, "load_tree", lambda *a: parsed.append(a[0]) or load_tree(*a))
+    consumed = articles()
+    reparsed = len(parsed) - len(cases)
+    import trafilatura.core
+    from trafilatura.utils import load_html
+
+    def copying(content: Any, max_size: int | None = None) -> Any:
+        # What trafilatura does with a tree it is given: work on a copy.
+        if isinstance(content, extract.Consumable):
+            return copy.copy(content.tree)
+        return load_html(content, max_size)
+
+    monkeypatch.setattr(trafilatura.core, "load_html", copying)
+    assert consumed == articles()
+    assert reparsed > 5, reparsed  # pages whose canonical link holds a date
 
 
 def _article_or_error(html: str, url: str, now: datetime) -> object:

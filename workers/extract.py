@@ -102,6 +102,25 @@ def _prepare_tree(tree: HtmlElement, options: Any, url: str | None) -> tuple[Htm
 
 trafilatura_core._prepare_tree = _prepare_tree
 
+
+@dataclass(frozen=True, slots=True)
+class Consumable:
+    """A tree trafilatura may change as it extracts, instead of working on its own copy."""
+
+    tree: HtmlElement
+
+
+def _load_html(content: Any, max_size: int | None = None) -> HtmlElement | None:
+    """trafilatura's load_html, which gives a Consumable's tree itself: bare_extraction copies
+    only a tree that is the very object it was given (2.3.1: `if tree is filecontent`)."""
+    if isinstance(content, Consumable):
+        return content.tree
+    return load_html(content, max_size)
+
+
+# bare_extraction looks load_html up in its module at each call.
+trafilatura_core.load_html = _load_html  # type: ignore[attr-defined,assignment]
+
 # No article is this long; a text that is would not fit the full-text index either
 # (PostgreSQL's tsvector holds at most 1 MB), failing its row on every try.
 MAX_TEXT_CHARS = 300_000
@@ -586,22 +605,18 @@ def find_page_published(
 
 
 def find_page_modified(
-    tree: HtmlElement, html: str, url: str, published: SourcedDate | None, now: datetime
+    head_date: str | None, html: str, url: str, published: SourcedDate | None, now: datetime
 ) -> SourcedDate | None:
-    """The page's last-modified date read from its meta tags or JSON-LD (htmldate's header
-    steps, which prefer a modified-time tag), when it is later than published (module
-    docstring).
+    """The page's last-modified date, from `head_date`: what its meta tags or JSON-LD give
+    (run_htmldate with original=False, head_only=True; a modified-time tag first), when it
+    is later than published (module docstring).
 
     The visible text is not searched: its latest date is as often a "today" header or a
     related story as an update of this one.
     """
-    found = read_page_date(
-        run_htmldate(tree, now, extensive=False, original=False, head_only=True),
-        html,
-        urlsplit(url).hostname,
-        now,
-        after=published.at if published else None,
-    )
+    host = urlsplit(url).hostname
+    after = published.at if published else None
+    found = read_page_date(head_date, html, host, now, after=after)
     return SourcedDate(found, "metadata") if found is not None else None
 
 
@@ -709,9 +724,12 @@ def _host_names(host: str | None) -> tuple[str, ...]:
 FAST = True
 
 
-def run_trafilatura(html: str | HtmlElement, url: str, now: datetime | None = None) -> Any:
+def run_trafilatura(
+    html: str | HtmlElement | Consumable, url: str, now: datetime | None = None
+) -> Any:
     """trafilatura with the production settings (see DESIGN.md): no comments, no in-process
-    dedup (it would silently drop syndicated copies), metadata on, fast mode."""
+    dedup (it would silently drop syndicated copies), metadata on, fast mode. A tree is left
+    as it was (trafilatura works on a copy), a Consumable's is not."""
     latest = (now or datetime.now(UTC)) + FUTURE_SLACK
     return bare_extraction(
         html,
@@ -747,9 +765,16 @@ def extract_article(
     hints = hints or FeedHints()
     now = now or datetime.now(UTC)
     tree = load_tree(html, max_elements, max_depth, utf8)
-    # trafilatura 2.3.1 works on a copy of the tree it is given (tested), so htmldate sees the
-    # page as parsed.
-    doc = run_trafilatura(tree, url, now)
+    feed_date = hints.published_at
+    search_text = feed_date is None or not is_plausible_date(_aware(feed_date), now)
+    # Read before trafilatura changes the page: the modified-date search is a tenth of a
+    # millisecond, its copy of the tree three times that.
+    head_modified = run_htmldate(tree, now, extensive=False, original=False, head_only=True)
+    # Searches of the page after trafilatura: the text search (without a feed date) and the
+    # markup search when trafilatura's answer was a date in the URL (trafilatura_date), for
+    # which the page is parsed again (a URL trafilatura reads from the page may hold one).
+    consumed = not search_text and not _HTMLDATE_URL_DATE.search(url)
+    doc = run_trafilatura(Consumable(tree) if consumed else tree, url, now)
     text = (doc.text or "").strip() if doc is not None else ""
     if len(text) < min_text_chars:
         found = f"{len(text)} characters" if text else "no main text"
@@ -763,20 +788,17 @@ def extract_article(
     title = clean_title(doc.title, sitename, host, author) or clean_title(
         hints.title, sitename, host
     )
-    feed_date = hints.published_at
-    page_date = find_page_published(
-        tree,
-        html,
-        url,
-        now,
-        trafilatura_date(doc),
-        search_text=feed_date is None or not is_plausible_date(_aware(feed_date), now),
-    )
+    markup_date = trafilatura_date(doc)
+    if consumed and isinstance(markup_date, _NotRun):
+        tree = load_tree(html, max_elements, max_depth, utf8)
+    page_date = find_page_published(tree, html, url, now, markup_date, search_text=search_text)
     published = choose_published(page_date, hints.published_at, now)
     # A page whose markup gives no publication date gives no modified date either (the same
     # search, another preference): the second search is spared.
     has_markup_date = page_date is not None and page_date.source == "metadata"
-    modified = find_page_modified(tree, html, url, published, now) if has_markup_date else None
+    modified = (
+        find_page_modified(head_modified, html, url, published, now) if has_markup_date else None
+    )
     return Article(
         url=url,
         canonical_url=resolve_canonical(url, doc.url if doc.url != url else None),
