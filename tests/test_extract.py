@@ -563,10 +563,19 @@ def test_consuming_the_tree_changes_no_extraction(monkeypatch: pytest.MonkeyPatc
                 out.append(repr(exc))
         return out
 
-    parsed = []
-    monkeypatch.setattr(extract, "load_tree", lambda *a: parsed.append(a[0]) or load_tree(*a))
+    parsed: list[Any] = []
+
+    def parse(*args: Any) -> Any:
+        tree = load_tree(*args)
+        parsed.append((args, tree))
+        return tree
+
+    monkeypatch.setattr(extract, "load_tree", parse)
     consumed = articles()
     reparsed = len(parsed) - len(cases)
+    # trafilatura changed the trees it was given (no copy) on most pages.
+    changed = sum(etree.tostring(tree) != etree.tostring(load_tree(*args)) for args, tree in parsed)
+    assert changed > len(cases) / 4, changed  # half the cases' URLs hold a date
     import trafilatura.core
     from trafilatura.utils import load_html
 
@@ -579,6 +588,21 @@ def test_consuming_the_tree_changes_no_extraction(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(trafilatura.core, "load_html", copying)
     assert consumed == articles()
     assert reparsed > 5, reparsed  # pages whose canonical link holds a date
+
+
+def test_consumed_tree_parsed_again_for_a_capped_date(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page date past the bound comes back from htmldate as the 1st of its month, which
+    run_htmldate checks by searching the page again: on a page as parsed, not as trafilatura
+    left it."""
+    html = synthetic(meta("article:published_time", "2024-06-09T08:00:00+00:00"))
+    now = NOW  # htmldate gives 2024-06-01T00:00:00 (its bound: 2024-06-02)
+    hints = FeedHints(published_at=now - timedelta(hours=5))
+    parsed: list[str] = []
+    monkeypatch.setattr(extract, "load_tree", lambda *a: parsed.append(a[0]) or load_tree(*a))
+    article = extract_article(html, "https://coast.example/harbour", hints, now=now)
+    assert len(parsed) == 2
+    assert article.published_at == hints.published_at
+    assert article.published_source == "feed"
 
 
 def _article_or_error(html: str, url: str, now: datetime) -> object:

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urljoin, urlsplit
 
 import lxml.html
@@ -398,11 +398,7 @@ def run_htmldate(
     search = _find_head_date_before if head_only else _find_date_before
     if isinstance(found, _NotRun):
         found = search(tree, latest, extensive=extensive, original=original)
-    if (
-        found is not None
-        and found.endswith(_MONTH_START)
-        and found[:7] == f"{latest.astimezone(UTC):%Y-%m}"
-    ):
+    if _may_be_capped(found, now):
         # Given a date past max_date, htmldate falls back to the 1st of its month (2024-06-03
         # → 2024-06-01), which can only pass in max_date's own month: when the page's date
         # without the bound is later that month, the page gave a future date, not this one.
@@ -410,6 +406,17 @@ def run_htmldate(
         if unbounded is not None and unbounded != found and unbounded[:7] == found[:7]:
             return None
     return found
+
+
+def _may_be_capped(found: str | _NotRun | None, now: datetime) -> TypeGuard[str]:
+    """Whether htmldate's answer may be its fallback for a date past the bound, which
+    run_htmldate checks by searching the page again (see there)."""
+    latest = now + FUTURE_SLACK
+    return (
+        isinstance(found, str)
+        and found.endswith(_MONTH_START)
+        and found[:7] == f"{latest.astimezone(UTC):%Y-%m}"
+    )
 
 
 def htmldate_params(latest: datetime, *, extensive: bool, original: bool) -> dict[str, Any]:
@@ -770,9 +777,10 @@ def extract_article(
     # Read before trafilatura changes the page: the modified-date search is a tenth of a
     # millisecond, its copy of the tree three times that.
     head_modified = run_htmldate(tree, now, extensive=False, original=False, head_only=True)
-    # Searches of the page after trafilatura: the text search (without a feed date) and the
-    # markup search when trafilatura's answer was a date in the URL (trafilatura_date), for
-    # which the page is parsed again (a URL trafilatura reads from the page may hold one).
+    # Searches of the page after trafilatura: the text search (without a feed date), and the
+    # markup search when trafilatura's answer was a date in the URL (trafilatura_date) or may
+    # be htmldate's fallback for a future date (run_htmldate), for which the page is parsed
+    # again (a URL trafilatura reads from the page may hold a date).
     consumed = not search_text and not _HTMLDATE_URL_DATE.search(url)
     doc = run_trafilatura(Consumable(tree) if consumed else tree, url, now)
     text = (doc.text or "").strip() if doc is not None else ""
@@ -789,7 +797,7 @@ def extract_article(
         hints.title, sitename, host
     )
     markup_date = trafilatura_date(doc)
-    if consumed and isinstance(markup_date, _NotRun):
+    if consumed and (isinstance(markup_date, _NotRun) or _may_be_capped(markup_date, now)):
         tree = load_tree(html, max_elements, max_depth, utf8)
     page_date = find_page_published(tree, html, url, now, markup_date, search_text=search_text)
     published = choose_published(page_date, hints.published_at, now)
