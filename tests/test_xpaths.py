@@ -7,8 +7,9 @@ import importlib
 import json
 import re
 
+from lxml import etree
 from lxml.etree import XPath
-from lxml.html import HtmlElement
+from lxml.html import HtmlElement, fromstring
 from trafilatura import settings
 from trafilatura import xpaths as trafilatura_xpaths
 
@@ -208,3 +209,53 @@ def test_required_substrings_are_in_every_match() -> None:
     assert xpaths.required_substrings("(?i:author)xy") == {"xy"}
     assert xpaths.required_substrings("x|[0-9]+") is None
     assert xpaths.required_substrings("a.b|[0-9]c") == {"a", "c"}
+
+
+def test_basic_cleaning_deletes_what_trafilaturas_deletes() -> None:
+    """workers.xpaths.basic_cleaning (installed in trafilatura.baseline) against
+    BASIC_CLEAN_XPATH as trafilatura compiles it, on every page's body and its largest
+    child; the banner test is skipped on most of them."""
+    from copy import deepcopy
+
+    from trafilatura.xml import delete_element
+
+    baseline = importlib.import_module("trafilatura.baseline")
+    assert baseline.basic_cleaning is xpaths.basic_cleaning
+    assert xpaths._NEEDLES is not None and "cookie" in xpaths._NEEDLES
+    stock = next(o for o, f in xpaths.install().items() if f is settings.BASIC_CLEAN_XPATH)
+    skipped = checked = 0
+    for tree in _corpus_trees(every=1):
+        body = tree.find("body")
+        if body is None:
+            continue
+        children = sorted(body, key=lambda child: len(child), reverse=True)[:1]
+        for context in [body, *children]:
+            ours, theirs = deepcopy(context), deepcopy(context)
+            assert xpaths._NEEDLES is not None
+            skipped += not xpaths.may_name_a_banner(ours, xpaths._NEEDLES)
+            xpaths.basic_cleaning(ours)
+            for element in stock(theirs):
+                delete_element(element)
+            assert etree.tostring(ours) == etree.tostring(theirs)
+            checked += 1
+    assert checked > 1000 and skipped > checked / 3, (checked, skipped)
+
+
+def test_banner_names_in_any_case() -> None:
+    needles = xpaths._NEEDLES
+    assert needles is not None
+
+    def tree(attrs: str) -> HtmlElement:
+        return fromstring(f"<html><body><div><p {attrs}>x</p></div></body></html>")
+
+    for attrs in (
+        'class="site-Cookie-Banner"',
+        'id="ONETRUST-consent-sdk"',
+        'class="notice__cookie"',
+        'class="coo\u212aie-bar"',  # the Kelvin sign, taken for k by re ignoring case
+        'class="con\u017fent-banner"',  # the long s
+    ):
+        found = tree(attrs)
+        assert xpaths.may_name_a_banner(found, needles), attrs
+        assert settings.BASIC_CLEAN_XPATH(found), attrs  # and the expression selects it
+    assert not xpaths.may_name_a_banner(tree('class="story" id="main"'), needles)
