@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import importlib
 import json
 import re
 
+import pytest
 from lxml import etree
 from lxml.etree import XPath
 from lxml.html import HtmlElement, fromstring
@@ -259,3 +261,112 @@ def test_banner_names_in_any_case() -> None:
         assert xpaths.may_name_a_banner(found, needles), attrs
         assert settings.BASIC_CLEAN_XPATH(found), attrs  # and the expression selects it
     assert not xpaths.may_name_a_banner(tree('class="story" id="main"'), needles)
+
+
+def _walks() -> list[xpaths.Walk]:
+    xpaths.install()
+    found = {
+        id(item): item
+        for name in xpaths.WALKED_LISTS
+        for item in getattr(trafilatura_xpaths, name)
+        if isinstance(item, xpaths.Walk)
+    }
+    return list(found.values())
+
+
+def test_pruning_expressions_are_all_walked() -> None:
+    """Every expression of the pruning lists has its walk (a new trafilatura changing one
+    leaves it as trafilatura wrote it, and fails here)."""
+    xpaths.install()
+    for name in xpaths.WALKED_LISTS:
+        for item in getattr(trafilatura_xpaths, name):
+            assert isinstance(item, xpaths.Walk), (name, getattr(item, "path", item))
+    assert len(_walks()) == len(xpaths._WALKS) == 7
+    # installing again changes nothing
+    before = [list(getattr(trafilatura_xpaths, name)) for name in xpaths.WALKED_LISTS]
+    xpaths.install()
+    assert before == [list(getattr(trafilatura_xpaths, name)) for name in xpaths.WALKED_LISTS]
+
+
+def test_walk_refuses_expressions_it_was_not_written_for() -> None:
+    stock = next(iter(_walks())).original
+    assert xpaths.walk(stock) is not None
+    for path in (
+        stock.path.replace("self::div", "self::main", 1),
+        ".//*[re:test(@id, 'x', 'i')]",
+        ".//*[self::div or self::section or self::aside][contains(@class, 'other')]",
+    ):
+        assert (
+            xpaths.walk(XPath(path, namespaces={"re": "http://exslt.org/regular-expressions"}))
+            is None
+        )
+
+
+def test_walks_select_the_same_elements() -> None:
+    """From the root and from the largest child of <body>, on a sixth of the corpus."""
+    walks = _walks()
+    checked = 0
+    for tree in _corpus_trees(every=6):
+        body = tree.find("body")
+        children = list(body) if body is not None else []
+        largest = max(children, key=len, default=None)
+        for context in (tree, largest) if largest is not None else (tree,):
+            for found in walks:
+                expected = found.original(context)
+                assert found(context) == expected, found.path
+                checked += len(expected)
+    assert checked > 2500, checked
+
+
+def test_walks_select_the_same_elements_during_extraction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """trafilatura hands the walks trees it has already pruned and subtrees of them: each
+    call during real extractions of corpus pages is checked against trafilatura's own."""
+    calls: list[int] = []
+    select = xpaths.Walk.__call__
+
+    def checked(self: xpaths.Walk, tree: HtmlElement) -> list[HtmlElement]:
+        result = select(self, tree)
+        assert result == self.original(tree), self.path
+        calls.append(len(result))
+        return result
+
+    monkeypatch.setattr(xpaths.Walk, "__call__", checked)
+    truth = json.loads((CORPUS / "extraction" / "groundtruth.json").read_text())
+    for url in sorted(truth)[1::4]:
+        raw = gzip.decompress((CORPUS / "extraction" / truth[url]["file"]).read_bytes())
+        with contextlib.suppress(_extract.EmptyExtraction, _extract.TooComplex):
+            _extract.extract_article(decode_body(raw, "text/html")[0], "https://corpus.test/a")
+    assert len(calls) > 1000 and sum(calls) > 3000, (len(calls), sum(calls))
+
+
+def test_walks_on_attribute_edge_cases() -> None:
+    """The XPath semantics the walks reproduce: `@id|@class` is the first of the two in
+    the element's attribute order, an empty attribute is a test of "", lists are comment
+    sections only by their own names, a container holding the <h1> stays."""
+    html = """<html><body>
+      <div class="story" id="cookie-x">a</div>   <div id="cookie-x" class="story">b</div>
+      <div class="reply-x" id="main">c</div>      <div id="main" class="reply-x">d</div>
+      <span id="" class="reply-1">e</span>        <span class="" id="reply-2">f</span>
+      <p id="" class="">g</p>                     <p style="display: none">h</p>
+      <p style="color:red;display:none">i</p>     <p aria-hidden="true">j</p>
+      <p aria-hidden="false" class="comments-title">k</p>
+      <ul class="comments"><li>l</li></ul>       <ul class="comment-list"><li>m</li></ul>
+      <ol id="comments"><li>n</li></ol>           <div class="comments"><p>o</p></div>
+      <section class="infinite-scroll"><h1>t</h1></section>
+      <section class="infinite-scroll"><p>p</p></section>
+      <div class="nav" role="Navigation">q</div>  <span role="NAV">r</span>
+      <div data-lp-replacement-content="">s</div> <div data-component="x MostPopularStories">u</div>
+      <div class="Teaser">v</div>                 <p id="TEASER">w</p>
+      <span class="wp-caption">x</span>           <span id="fig-caption-1">y</span>
+      <div class="elementor-share-buttons">z</div>
+      <div id="hidden" style="x">1</div>          <div style="hidden" id="y">2</div>
+      <!-- <div class="comments">not an element</div> -->
+    </body></html>"""
+    tree = _extract.load_tree(html, 1000, 100)
+    selected = 0
+    for found in _walks():
+        for context in (tree, tree.find("body")):
+            expected = found.original(context)
+            assert found(context) == expected, found.path
+            selected += len(expected)
+    assert selected > 20
