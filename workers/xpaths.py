@@ -471,24 +471,31 @@ _RAW_CONTAINERS = (
 )
 
 
-def _raw_containers(tags: tuple[str, ...], p: list[re.Pattern[str]]) -> Any:
-    id_a, class_a, id_b, class_b = (x.search for x in p)
+def _matched_twice(exempt: Any) -> Any:
+    """A builder for the walk of elements whose id or class matches the first pair of
+    patterns and, unless `exempt(element)`, the second pair too."""
 
-    def select(tree: HtmlElement) -> list[HtmlElement]:
-        found = []
-        for element in tree.iterdescendants(*tags):
-            ident, css = element.get("id") or "", element.get("class") or ""
-            if (
-                (ident or css)
-                and (id_a(ident) or class_a(css))
-                and (
-                    next(element.iterdescendants("h1"), None) is None or id_b(ident) or class_b(css)
-                )
-            ):
-                found.append(element)
-        return found
+    def build(tags: tuple[str, ...], p: list[re.Pattern[str]]) -> Any:
+        id_a, class_a, id_b, class_b = (x.search for x in p)
 
-    return select
+        def select(tree: HtmlElement) -> list[HtmlElement]:
+            found = []
+            for element in tree.iterdescendants(*tags):
+                ident, css = element.get("id") or "", element.get("class") or ""
+                if (
+                    (ident or css)
+                    and (id_a(ident) or class_a(css))
+                    and (exempt(element) or id_b(ident) or class_b(css))
+                ):
+                    found.append(element)
+            return found
+
+        return select
+
+    return build
+
+
+_raw_containers = _matched_twice(lambda e: next(e.iterdescendants("h1"), None) is None)
 
 
 # RAW_TREE_PRUNE_XPATH's share buttons.
@@ -517,22 +524,7 @@ _COMMENT_SECTIONS = (
 _LIST_TAGS = frozenset({"ol", "ul"})
 
 
-def _comment_sections(tags: tuple[str, ...], p: list[re.Pattern[str]]) -> Any:
-    id_a, class_a, id_b, class_b = (x.search for x in p)
-
-    def select(tree: HtmlElement) -> list[HtmlElement]:
-        found = []
-        for element in tree.iterdescendants(*tags):
-            ident, css = element.get("id") or "", element.get("class") or ""
-            if (
-                (ident or css)
-                and (id_a(ident) or class_a(css))
-                and (element.tag not in _LIST_TAGS or id_b(ident) or class_b(css))
-            ):
-                found.append(element)
-        return found
-
-    return select
+_comment_sections = _matched_twice(lambda e: e.tag not in _LIST_TAGS)
 
 
 # OVERALL_DISCARD_XPATH, first: navigation, sharing, ads, related links… by id and class.
