@@ -155,17 +155,23 @@ def start_worker(
     concurrency: int = 2,
     env: dict[str, str] | None = None,
     args: tuple[str, ...] = (),
+    app: str = "workers.app",
 ) -> subprocess.Popen[bytes]:
     """Start a real Celery worker (prefork) on the test database and Redis; wait until ready.
 
-    It gets a session of its own, so a test can kill its whole process group."""
+    It gets a session of its own, so a test can kill its whole process group. `app` is the
+    Celery app's module (`newsagg worker` runs workers.app)."""
     log = log_path.open("w")
+    if app == "workers.app":
+        command = [sys.executable, "-m", "workers.cli", "worker"]
+    else:
+        from workers.app import QUEUES
+
+        queues = ",".join(QUEUES)
+        command = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues, "-l", "INFO"]
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "workers.cli",
-            "worker",
+            *command,
             "--concurrency",
             str(concurrency),
             "-n",

@@ -71,3 +71,31 @@ def test_messages_go_and_come_back_through_the_shared_client(redis_db: redis.Red
         assert sorted(seen) == [0, 1, 2]
         assert bound.get() is None
         assert redis_db.hlen(broker.UNACKED) == 0
+
+
+@pytest.mark.parametrize("transport", ["kombu.transport.redis:Transport", broker.Transport])
+def test_a_channel_closing_after_its_transport_was_detached_requeues(
+    redis_db: redis.Redis, transport: object
+) -> None:
+    """The state a worker died in after a Redis restart (CI, 2026-12-07: "Unrecoverable
+    error: AttributeError: 'NoneType' object has no attribute 'hostname'"): Celery's consumer
+    had collected its connection, which detaches the transport from it (transport.client =
+    None) and drops the channel's pools, and then closed it; the channel, requeueing a
+    message it held, asked the detached transport for Redis' address. Kombu's own channel
+    raises there; ours puts the message back."""
+    name = f"t-detached-{os.getpid()}"
+    queue = Queue(name, Exchange(name), "k")
+    conn = Connection(REDIS_URL, transport=transport)
+    channel = conn.default_channel
+    conn.Producer().publish({"n": 1}, exchange=queue.exchange, routing_key="k", declare=[queue])
+    held = queue(channel).get(no_ack=False)
+    assert held is not None
+    channel._disconnect_pools()
+    conn.transport.client = None  # what kombu's Connection._do_close_transport does
+    if transport is broker.Transport:
+        channel.close()
+        assert redis_db.llen(name) == 1, "the message it held is back in its queue"
+        assert channel._pool is None, "the pool made to requeue it is dropped again"
+    else:
+        with pytest.raises(AttributeError, match="hostname"):
+            channel.close()

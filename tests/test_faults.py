@@ -18,11 +18,12 @@ from typing import Any
 
 import psycopg
 import pytest
+import redis
 
 from tests.conftest import TEST_ENV, newsagg, start_beat, start_worker, stop_process
 from tests.newsweb import NewsWeb, build_web, serve_web
 from tests.services import PrivatePostgres, private_postgres, private_redis
-from workers import store
+from workers import monitor, store
 
 pytestmark = pytest.mark.e2e
 Conn = psycopg.Connection[Any]
@@ -39,6 +40,7 @@ FAULT_ENV = {
     "NEWSAGG_RETRY_BACKOFF": "0.2",
     "NEWSAGG_METRICS_PORT": "0",
     "NEWSAGG_HEARTBEAT_EVERY": "1",
+    "NEWSAGG_STALL_AFTER": "3",
 }
 
 
@@ -66,9 +68,11 @@ class System:
         self.database_url = database_url
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def worker(self, name: str, concurrency: int = 4) -> subprocess.Popen[bytes]:
+    def worker(
+        self, name: str, concurrency: int = 4, app: str = "workers.app"
+    ) -> subprocess.Popen[bytes]:
         log = self.tmp_path / f"{name}-{len(self.procs)}.log"
-        proc = start_worker(log, name, concurrency, self.env)
+        proc = start_worker(log, name, concurrency, self.env, app=app)
         self.procs.append(proc)
         return proc
 
@@ -86,6 +90,19 @@ class System:
     def stop(self) -> None:
         for proc in self.procs:
             stop_process(proc)
+
+    def log_tails(self, chars: int = 8000) -> str:
+        """The end of each process's log, without beat's every-tick lines, which would
+        otherwise fill the whole message and hide the worker's."""
+        tails = []
+        for proc in self.procs:
+            path: Path | None = getattr(proc, "log_path", None)
+            if path is None:
+                continue
+            lines = path.read_text(errors="replace").splitlines()
+            kept = "\n".join(line for line in lines if "Sending due task" not in line)
+            tails.append(f"==> {path.name} <==\n{kept[-chars:]}")
+        return "\n".join(tails)
 
     def logs(self) -> str:
         return "\n".join(
@@ -144,7 +161,7 @@ def wait_finished(connect: Callable[[], Conn], system: System, timeout: float = 
     try:
         wait_until(finished, "every crawl to end", timeout)
     except AssertionError:
-        raise AssertionError("crawls did not finish; logs:\n" + system.logs()[-20000:]) from None
+        raise AssertionError("crawls did not finish; logs:\n" + system.log_tails()) from None
 
 
 def check_all_accounted_for(conn: Conn, web: NewsWeb) -> dict[str, int]:
@@ -247,6 +264,22 @@ def test_redis_restarted_with_its_data_lost(conn: Conn, web: NewsWeb, tmp_path: 
             assert "ok   worker" in health.stdout and "ok   beat" in health.stdout
         finally:
             system.stop()
+
+
+def test_catatonic_consumer_reconnects_and_goes_on(
+    system: System, conn: Conn, web: NewsWeb
+) -> None:
+    # Its consumer stops asking Redis for messages after the first (tests/catatonic.py):
+    # alive, beating, holding nothing, while the queues fill. The stall watch must see it.
+    worker = system.worker("catatonic", app="tests.catatonic")
+    system.beat()
+    system.crawl_all(web)
+    wait_finished(lambda: psycopg.connect(system.database_url, autocommit=True), system)
+    check_all_accounted_for(conn, web)
+    assert "consumer stalled" in system.logs()
+    assert worker.poll() is None, "the worker must reconnect, not exit"
+    beats = monitor.read_heartbeats(redis.Redis.from_url(system.env["REDIS_URL"]), "worker")
+    assert [b["stalls"] for b in beats if b["pid"] == worker.pid] >= [1]
 
 
 def test_postgres_restarted_mid_crawl(web: NewsWeb, tmp_path: Path, redis_db: Any) -> None:

@@ -271,3 +271,25 @@ def test_flower_shows_the_workers_and_their_tasks(
     finally:
         stop_process(flower)
         log.close()
+
+
+def test_stall_watch_sees_a_consumer_that_takes_nothing_while_work_waits() -> None:
+    from workers.monitor import StallWatch
+
+    watch = StallWatch(after=10)
+    # messages waiting, a free process, nothing taken since the first look (which only
+    # learns the count): stalled once 10 s have passed
+    assert not watch.stalled(0, waiting=5, free=2, taken=7)
+    assert not watch.stalled(1, waiting=5, free=2, taken=7)
+    assert not watch.stalled(10, waiting=5, free=2, taken=7)
+    assert watch.stalled(11, waiting=5, free=2, taken=7)
+    # it starts again after saying so
+    assert not watch.stalled(12, waiting=5, free=2, taken=7)
+    assert not watch.stalled(21, waiting=5, free=2, taken=7)
+    assert watch.stalled(22, waiting=5, free=2, taken=7)
+    # anything taken, nothing waiting, or no free process: not stalled, and the clock restarts
+    for now, waiting, free, taken in ((30, 5, 2, 8), (35, 0, 2, 8), (40, 5, 0, 8)):
+        assert not watch.stalled(now, waiting=waiting, free=free, taken=taken)
+    assert not watch.stalled(45, waiting=5, free=2, taken=8)
+    assert not watch.stalled(54, waiting=5, free=2, taken=8)
+    assert watch.stalled(55, waiting=5, free=2, taken=8)

@@ -114,6 +114,28 @@ class Channel(kombu_redis.Channel):
     """
 
     _shared: tuple[redis.ConnectionPool, redis.Redis] | None = None
+    _params: dict[bool, dict[str, Any]] | None = None
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        """Kombu's, remembered: a channel closing after its connection dropped can find
+        the transport already detached from its connection (Celery's consumer collects
+        the connection, then closes it), and kombu then reads the Redis address from
+        None while requeueing the channel's unacknowledged messages. The AttributeError
+        is no connection error, so it escapes Celery's reconnect and stops the worker
+        ("Unrecoverable error"); with the address remembered, the messages go back."""
+        if self._params is None:
+            self._params = {}
+        if self.connection.client is None and asynchronous in self._params:
+            return dict(self._params[asynchronous])
+        params: dict[str, Any] = super()._connparams(asynchronous=asynchronous)  # type: ignore[no-untyped-call]
+        self._params[asynchronous] = dict(params)
+        return params
+
+    def close(self) -> None:
+        super().close()  # type: ignore[no-untyped-call]
+        # kombu drops its pools before requeueing unacknowledged messages, which may need
+        # a new one: drop that too.
+        self._disconnect_pools()  # type: ignore[no-untyped-call]
 
     def _create_client(self, asynchronous: bool = False) -> redis.Redis:
         if asynchronous:

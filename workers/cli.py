@@ -430,7 +430,9 @@ def print_system(settings: Settings, figures: dict[str, float]) -> None:
     except redis.RedisError as exc:
         err.print(f"[red]Redis unreachable at {redact(settings.redis_url)}:[/] {exc}")
         workers, beats, depths = [], [], {}
-    table = Table("process", "name", "pid", "processes", "running", "tasks done", "last beat")
+    table = Table(
+        "process", "name", "pid", "processes", "running", "tasks done", "stalls", "last beat"
+    )
     for beat in workers:
         table.add_row(
             "worker",
@@ -439,16 +441,17 @@ def print_system(settings: Settings, figures: dict[str, float]) -> None:
             str(beat.get("processes", "")),
             str(beat.get("active", "")),
             str(beat.get("tasks", "")),
+            str(beat.get("stalls", "")),
             f"{beat['age']:.0f}s ago",
         )
     for beat in beats:
         table.add_row(
-            "beat", str(beat["name"]), str(beat["pid"]), "", "", "", f"{beat['age']:.0f}s ago"
+            "beat", str(beat["name"]), str(beat["pid"]), "", "", "", "", f"{beat['age']:.0f}s ago"
         )
     if not workers:
-        table.add_row("worker", "[red]none alive[/]", "", "", "", "", "")
+        table.add_row("worker", "[red]none alive[/]", "", "", "", "", "", "")
     if not beats:
-        table.add_row("beat", "[red]none alive[/]", "", "", "", "", "")
+        table.add_row("beat", "[red]none alive[/]", "", "", "", "", "", "")
     console.print(table)
     queued = ", ".join(f"{q} {n}" for q, n in depths.items() if q != broker.UNACKED)
     console.print(

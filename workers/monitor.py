@@ -6,6 +6,12 @@ shutdown grace period.
   writes ``newsagg:heartbeat:beat:<host>`` from its scheduler tick. Each key expires after
   three periods: a missing key is a dead or stuck process. `newsagg health` and
   `newsagg status` read them.
+- The same timer watches the worker's consumer (StallWatch): one that takes nothing while its
+  queues hold messages and a process is free has gone catatonic, as kombu's Redis transport
+  has done after some broker reconnects (celery#8030, kombu#2492, kombu#2629: alive,
+  beating, answering pings, never asking Redis for another message). It raises
+  ConsumerStalled in the event loop, which Celery handles as a lost broker connection: a new
+  connection and transport, and consumption again.
 - The same timer folds the metrics files of dead pool children (metrics.compact) and the
   main process serves /metrics (metrics.serve).
 - SIGTERM starts Celery's warm shutdown, which waits for running tasks without a bound; after
@@ -29,11 +35,11 @@ from typing import Any
 
 import psycopg
 import redis
-from celery import bootsteps
+from celery import bootsteps, signals
 from celery.beat import PersistentScheduler
 from celery.worker import state as worker_state
 
-from workers import metrics
+from workers import broker, metrics
 from workers.settings import Settings, get_settings
 
 log = logging.getLogger("newsagg.monitor")
@@ -115,6 +121,49 @@ def check_heartbeat(client: redis.Redis, kind: str, host: str | None = None) -> 
 # -- the worker's main process -------------------------------------------------------------
 
 
+class ConsumerStalled(redis.ConnectionError):
+    """The worker's consumer took nothing for too long while work waited for it. A
+    connection error, so that Celery's event loop lets it through and the consumer
+    reconnects as after a broker outage."""
+
+
+@dataclass
+class StallWatch:
+    """Tells a consumer that has stopped taking messages from one that has nothing to take
+    or no room for more: stalled means that for `after` seconds, at every look, its queues
+    held messages, it had a free process, and it took none."""
+
+    after: float
+    _since: float | None = None
+    _taken: int | None = None
+
+    def stalled(self, now: float, waiting: int, free: int, taken: int) -> bool:
+        """One look: `waiting` messages in its queues, `free` processes, `taken` messages
+        received since it started. True once per stall (the watch starts again after)."""
+        if waiting <= 0 or free <= 0 or taken != self._taken:
+            self._since = None
+            self._taken = taken
+            return False
+        if self._since is None:
+            self._since = now
+            return False
+        if now - self._since < self.after:
+            return False
+        self._since = None
+        return True
+
+
+# Messages the consumer has received (the task_received signal fires in the main process).
+_received = [0]
+
+
+def _count_received(**_: Any) -> None:
+    _received[0] += 1
+
+
+signals.task_received.connect(_count_received)
+
+
 class WorkerMonitor(bootsteps.StartStopStep):  # type: ignore[misc]
     """Heartbeat, metrics compaction and the /metrics endpoint, in the worker's main process."""
 
@@ -126,6 +175,8 @@ class WorkerMonitor(bootsteps.StartStopStep):  # type: ignore[misc]
         self.tref: Any = None
         self.client: redis.Redis | None = None
         self.started_at = time.time()
+        self.watch = StallWatch(self.settings.stall_after)
+        self.stalls = 0
 
     def start(self, parent: Any) -> None:
         from workers.app import QUEUES
@@ -171,9 +222,41 @@ class WorkerMonitor(bootsteps.StartStopStep):  # type: ignore[misc]
                 active=len(worker_state.active_requests),
                 tasks=worker_state.all_total_count[0],
                 started=self.started_at,
+                stalls=self.stalls,
             )
         except redis.RedisError as exc:
             log.warning("cannot write the worker heartbeat: %s", exc)
+        self.check_consumer(parent)
+
+    def check_consumer(self, parent: Any) -> None:
+        """Raise ConsumerStalled (see StallWatch) into the event loop running this timer."""
+        consumer = getattr(parent.consumer, "task_consumer", None)
+        if consumer is None or self.client is None:
+            return  # connecting: nothing to watch yet
+        if worker_state.should_stop or worker_state.should_terminate:
+            return  # shutting down: taking nothing is what it should do
+        queues = [queue.name for queue in consumer.queues]
+        try:
+            depths = broker.queue_depths(self.client, queues)
+        except redis.RedisError:
+            return  # the broker is down: the consumer notices that itself
+        waiting = sum(depths[name] for name in queues)
+        # Requests it holds, running or waiting for a process (not those with an ETA, which
+        # Celery counts apart): with more than it has processes, taking nothing is right,
+        # and a pool that does not start them is no consumer's fault.
+        free = parent.concurrency - len(worker_state.reserved_requests)
+        if not self.watch.stalled(time.monotonic(), waiting, free, _received[0]):
+            return
+        self.stalls += 1
+        log.error(
+            "consumer stalled: %d messages waiting in %s and %d free processes, none taken "
+            "for %.0fs; reconnecting to the broker",
+            waiting,
+            ",".join(queues),
+            free,
+            self.watch.after,
+        )
+        raise ConsumerStalled(f"took no message for {self.watch.after:.0f}s with {waiting} waiting")
 
 
 def _pool_pids(parent: Any) -> list[int] | None:

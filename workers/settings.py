@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=9810, ge=0, le=65535)
     metrics_addr: str = "0.0.0.0"
     heartbeat_every: float = Field(default=10.0, gt=0)
+    # A worker that takes no message for this long while its queues hold some and it has a
+    # free process reconnects to the broker (monitor.StallWatch).
+    stall_after: float = Field(default=60.0, gt=0)
     # Task events for Flower (Flower also switches them on by itself while it runs).
     task_events: bool = False
 
