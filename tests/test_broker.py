@@ -97,5 +97,6 @@ def test_a_channel_closing_after_its_transport_was_detached_requeues(
         assert redis_db.llen(name) == 1, "the message it held is back in its queue"
         assert channel._pool is None, "the pool made to requeue it is dropped again"
     else:
+        # Kombu's bug, pinned: when this fails, kombu fixed it and the override can go.
         with pytest.raises(AttributeError, match="hostname"):
             channel.close()

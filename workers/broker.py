@@ -122,7 +122,8 @@ class Channel(kombu_redis.Channel):
         the connection, then closes it), and kombu then reads the Redis address from
         None while requeueing the channel's unacknowledged messages. The AttributeError
         is no connection error, so it escapes Celery's reconnect and stops the worker
-        ("Unrecoverable error"); with the address remembered, the messages go back."""
+        ("Unrecoverable error"); with the address remembered, the messages go back. (Only
+        for redis://, the one scheme this transport serves: see transport_for.)"""
         if self._params is None:
             self._params = {}
         if self.connection.client is None and asynchronous in self._params:
@@ -132,10 +133,13 @@ class Channel(kombu_redis.Channel):
         return params
 
     def close(self) -> None:
-        super().close()  # type: ignore[no-untyped-call]
-        # kombu drops its pools before requeueing unacknowledged messages, which may need
-        # a new one: drop that too.
-        self._disconnect_pools()  # type: ignore[no-untyped-call]
+        try:
+            super().close()  # type: ignore[no-untyped-call]
+        finally:
+            # kombu drops its pools before requeueing unacknowledged messages, which may
+            # need a new one: drop that too.
+            self._disconnect_pools()  # type: ignore[no-untyped-call]
+            self._shared = None
 
     def _create_client(self, asynchronous: bool = False) -> redis.Redis:
         if asynchronous:

@@ -30,7 +30,7 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -134,8 +134,8 @@ class StallWatch:
     held messages, it had a free process, and it took none."""
 
     after: float
-    _since: float | None = None
-    _taken: int | None = None
+    _since: float | None = field(default=None, init=False)
+    _taken: int | None = field(default=None, init=False)
 
     def stalled(self, now: float, waiting: int, free: int, taken: int) -> bool:
         """One look: `waiting` messages in its queues, `free` processes, `taken` messages
@@ -177,6 +177,7 @@ class WorkerMonitor(bootsteps.StartStopStep):  # type: ignore[misc]
         self.started_at = time.time()
         self.watch = StallWatch(self.settings.stall_after)
         self.stalls = 0
+        self.restarts: int | None = None
 
     def start(self, parent: Any) -> None:
         from workers.app import QUEUES
@@ -231,20 +232,29 @@ class WorkerMonitor(bootsteps.StartStopStep):  # type: ignore[misc]
     def check_consumer(self, parent: Any) -> None:
         """Raise ConsumerStalled (see StallWatch) into the event loop running this timer."""
         consumer = getattr(parent.consumer, "task_consumer", None)
-        if consumer is None or self.client is None:
-            return  # connecting: nothing to watch yet
+        if consumer is None or self.client is None or getattr(parent, "hub", None) is None:
+            return  # connecting, or no event loop to raise into (eventlet, gevent)
         if worker_state.should_stop or worker_state.should_terminate:
             return  # shutting down: taking nothing is what it should do
+        restarts = getattr(parent.consumer, "restart_count", None)
+        if restarts != self.restarts:
+            # A new connection: the time spent reconnecting is no stall.
+            self.restarts = restarts
+            self.watch = StallWatch(self.settings.stall_after)
         queues = [queue.name for queue in consumer.queues]
         try:
             depths = broker.queue_depths(self.client, queues)
+            # Kombu's own test of the prefetch window (pool_shrink and autoscale narrow it
+            # below the process count): a consumer that may take nothing is not stalled.
+            can_take = consumer.channel.qos.can_consume()
         except redis.RedisError:
             return  # the broker is down: the consumer notices that itself
+        except AttributeError:
+            return  # its channel is closing
         waiting = sum(depths[name] for name in queues)
-        # Requests it holds, running or waiting for a process (not those with an ETA, which
-        # Celery counts apart): with more than it has processes, taking nothing is right,
-        # and a pool that does not start them is no consumer's fault.
-        free = parent.concurrency - len(worker_state.reserved_requests)
+        # Requests held, running or waiting for a process (not those with an ETA, which
+        # Celery counts apart): a pool with none free takes nothing, rightly.
+        free = parent.concurrency - len(worker_state.reserved_requests) if can_take else 0
         if not self.watch.stalled(time.monotonic(), waiting, free, _received[0]):
             return
         self.stalls += 1
