@@ -162,22 +162,17 @@ def start_worker(
     It gets a session of its own, so a test can kill its whole process group. `app` is the
     Celery app's module (`newsagg worker` runs workers.app)."""
     log = log_path.open("w")
+    extra = ["--concurrency", str(concurrency), "-n", f"{name}{os.getpid()}@%h", *args]
     if app == "workers.app":
-        command = [sys.executable, "-m", "workers.cli", "worker"]
+        command = [sys.executable, "-m", "workers.cli", "worker", *extra]
     else:
-        from workers.app import QUEUES
+        # The command `newsagg worker` would run, with the app module swapped.
+        from workers.cli import worker_command
+        from workers.settings import Settings
 
-        queues = ",".join(QUEUES)
-        command = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues, "-l", "INFO"]
+        command = worker_command(Settings(), extra, app=app)
     proc = subprocess.Popen(
-        [
-            *command,
-            "--concurrency",
-            str(concurrency),
-            "-n",
-            f"{name}{os.getpid()}@%h",
-            *args,
-        ],
+        command,
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, **TEST_ENV, **(env or {})},

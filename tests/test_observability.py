@@ -293,3 +293,10 @@ def test_stall_watch_sees_a_consumer_that_takes_nothing_while_work_waits() -> No
     assert not watch.stalled(45, waiting=5, free=2, taken=8)
     assert not watch.stalled(54, waiting=5, free=2, taken=8)
     assert watch.stalled(55, waiting=5, free=2, taken=8)
+    # a new consumer connection (the reconnect itself may have taken long): the clock restarts
+    assert not watch.stalled(60, waiting=5, free=2, taken=8, connection=0)
+    assert not watch.stalled(61, waiting=5, free=2, taken=8, connection=0)
+    assert not watch.stalled(70, waiting=5, free=2, taken=8, connection=1)
+    assert not watch.stalled(71, waiting=5, free=2, taken=8, connection=1)
+    assert not watch.stalled(80, waiting=5, free=2, taken=8, connection=1)
+    assert watch.stalled(81, waiting=5, free=2, taken=8, connection=1)

@@ -525,10 +525,10 @@ def format_interval(value: timedelta) -> str:
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
-def celery_command(settings: Settings, *args: str) -> list[str]:
+def celery_command(settings: Settings, *args: str, app: str = "workers.app") -> list[str]:
     # No banner in JSON mode: every line on stdout/stderr is then one JSON object.
     quiet = ["--quiet"] if settings.log_format == "json" else []
-    return [sys.executable, "-m", "celery", "-A", "workers.app", *quiet, *args]
+    return [sys.executable, "-m", "celery", "-A", app, *quiet, *args]
 
 
 def default_concurrency() -> int:
@@ -539,13 +539,14 @@ def default_concurrency() -> int:
     return (cores or 1) + 1
 
 
-def worker_command(settings: Settings, extra: list[str]) -> list[str]:
+def worker_command(settings: Settings, extra: list[str], app: str = "workers.app") -> list[str]:
+    """`app`: the Celery app's module (tests run workers.app wrapped in a fault of theirs)."""
     args = ["worker", "-Q", QUEUES, "--loglevel", settings.log_level]
     if not any(a in ("-n", "--hostname") or a.startswith("--hostname=") for a in extra):
         args += ["-n", "newsagg@%h"]
     if not any(a in ("-c", "--concurrency") or a.startswith("--concurrency=") for a in extra):
         args += ["--concurrency", str(settings.worker_concurrency or default_concurrency())]
-    return celery_command(settings, *args, *extra)
+    return celery_command(settings, *args, *extra, app=app)
 
 
 def beat_command(settings: Settings, extra: list[str]) -> list[str]:

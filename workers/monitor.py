@@ -136,13 +136,19 @@ class StallWatch:
     after: float
     _since: float | None = field(default=None, init=False)
     _taken: int | None = field(default=None, init=False)
+    _connection: object = field(default=None, init=False)
 
-    def stalled(self, now: float, waiting: int, free: int, taken: int) -> bool:
+    def stalled(
+        self, now: float, waiting: int, free: int, taken: int, connection: object = None
+    ) -> bool:
         """One look: `waiting` messages in its queues, `free` processes, `taken` messages
-        received since it started. True once per stall (the watch starts again after)."""
-        if waiting <= 0 or free <= 0 or taken != self._taken:
+        received since it started, `connection` which consumer connection this is (a new one
+        starts the watch again: the time spent reconnecting is no stall). True once per
+        stall (the watch starts again after)."""
+        if waiting <= 0 or free <= 0 or taken != self._taken or connection != self._connection:
             self._since = None
             self._taken = taken
+            self._connection = connection
             return False
         if self._since is None:
             self._since = now
@@ -177,7 +183,6 @@ class WorkerMonitor(bootsteps.StartStopStep):  # type: ignore[misc]
         self.started_at = time.time()
         self.watch = StallWatch(self.settings.stall_after)
         self.stalls = 0
-        self.restarts: int | None = None
 
     def start(self, parent: Any) -> None:
         from workers.app import QUEUES
@@ -236,11 +241,6 @@ class WorkerMonitor(bootsteps.StartStopStep):  # type: ignore[misc]
             return  # connecting, or no event loop to raise into (eventlet, gevent)
         if worker_state.should_stop or worker_state.should_terminate:
             return  # shutting down: taking nothing is what it should do
-        restarts = getattr(parent.consumer, "restart_count", None)
-        if restarts != self.restarts:
-            # A new connection: the time spent reconnecting is no stall.
-            self.restarts = restarts
-            self.watch = StallWatch(self.settings.stall_after)
         queues = [queue.name for queue in consumer.queues]
         try:
             depths = broker.queue_depths(self.client, queues)
@@ -255,7 +255,8 @@ class WorkerMonitor(bootsteps.StartStopStep):  # type: ignore[misc]
         # Requests held, running or waiting for a process (not those with an ETA, which
         # Celery counts apart): a pool with none free takes nothing, rightly.
         free = parent.concurrency - len(worker_state.reserved_requests) if can_take else 0
-        if not self.watch.stalled(time.monotonic(), waiting, free, _received[0]):
+        connection = getattr(parent.consumer, "restart_count", None)
+        if not self.watch.stalled(time.monotonic(), waiting, free, _received[0], connection):
             return
         self.stalls += 1
         log.error(
