@@ -293,7 +293,7 @@ COMMENT ON COLUMN article_revisions.fetched_at IS 'When that version was fetched
 COMMENT ON COLUMN article_revisions.replaced_at IS 'When a newer version replaced it.';
 
 -- Article texts and search vectors are TOASTed: lz4 compresses them several times faster
--- than the default pglz at the same size (about 0.1 ms of PostgreSQL's CPU per stored page,
+-- than the default pglz at the same size (0.1-0.2 ms of PostgreSQL's CPU per stored page,
 -- README "Performance"). Only servers built with lz4 (PostgreSQL 14+) offer it; elsewhere the
 -- default stays. Values stored before keep their compression.
 DO $$

@@ -5,7 +5,8 @@ Run: .venv/bin/python -m benchmarks.stages [--rounds 3]
 Over every page of ../shared/corpus/extraction (served by tests/newsweb.py on loopback from
 a thread of this process), each round measures, per page:
 
-- limit: trafilatura's default extraction with metadata (the throughput limit's work);
+- limit: trafilatura's default extraction with metadata (the throughput limit's work), as
+  it ships: in a process of its own that never imports newsagg (benchmarks/limit.py);
 - fetch: `Fetcher.fetch` of the page over HTTP;
 - extract: `decode_page` + `extract_article`, as the pool runs it;
 - fingerprint: `store.fingerprint_article` (content hash, shingles, MinHash, story terms);
@@ -23,8 +24,10 @@ difference between its CPU per page and the pipeline figure here.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -58,11 +61,16 @@ def backend_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def fresh_database() -> psycopg.Connection[Any]:
+def fresh_database(settings: Settings) -> psycopg.Connection[Any]:
+    """A fresh schema, connected as the workers' sessions are (their synchronous_commit)."""
     with psycopg.connect(PG, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{DBNAME}" WITH (FORCE)')
         admin.execute(f'CREATE DATABASE "{DBNAME}"')
-    conn = psycopg.connect(urlunsplit(urlsplit(PG)._replace(path=f"/{DBNAME}")), autocommit=True)
+    conn = psycopg.connect(
+        urlunsplit(urlsplit(PG)._replace(path=f"/{DBNAME}")),
+        autocommit=True,
+        options=f"-c synchronous_commit={settings.db_synchronous_commit}",
+    )
     store.migrate(conn)
     return conn
 
@@ -87,20 +95,25 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.thread_time() - started, result
 
 
-def one_round(urls: list[str], bodies: list[bytes], settings: Settings) -> dict[str, float]:
+def one_round(urls: list[str], settings: Settings) -> dict[str, float]:
     """CPU seconds of each stage over all pages."""
-    from trafilatura import bare_extraction
-
     spent: dict[str, float] = {}
     n = len(urls)
-    pages = list(zip(urls, bodies, strict=True))
-    spent["limit"], _ = timed(
-        lambda: [bare_extraction(body, url=url, with_metadata=True) for url, body in pages]
+    # In a process of its own that never imports newsagg (see benchmarks/limit.py).
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.limit", "--rounds", "1"],
+        input=json.dumps(urls),
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
     )
+    spent["limit"] = json.loads(done.stdout)[0] * n / 1000
     with Fetcher(settings) as fetcher:
         spent["fetch"], results = timed(lambda: [fetcher.fetch(u, expect="html") for u in urls])
         assert all(r.ok for r in results), "the local web failed a fetch"
-        hints = FeedHints(None, datetime.now(UTC), None)
+        # The pipeline's pages get their listed dates (queue); any plausible date will do.
+        hints = FeedHints(None, datetime.now(UTC) - timedelta(hours=1), None)
 
         def extract() -> list[Article | None]:
             out: list[Article | None] = []
@@ -116,7 +129,7 @@ def one_round(urls: list[str], bodies: list[bytes], settings: Settings) -> dict[
         spent["fingerprint"], prints = timed(
             lambda: [store.fingerprint_article(a) if a else None for a in articles]
         )
-        conn = fresh_database()
+        conn = fresh_database(settings)
         ids = queue(conn, urls)
         backend = conn.execute("SELECT pg_backend_pid()").fetchone()
         assert backend is not None
@@ -132,7 +145,7 @@ def one_round(urls: list[str], bodies: list[bytes], settings: Settings) -> dict[
         spent["store: PostgreSQL"] = backend_cpu(backend[0]) - before
         conn.close()
 
-        conn = fresh_database()
+        conn = fresh_database(settings)
         ids = queue(conn, urls)
         client = redis.Redis.from_url(REDIS)
         client.flushdb()
@@ -167,10 +180,9 @@ def main(argv: list[str] | None = None) -> None:
     figures: dict[str, list[float]] = defaultdict(list)
     with serve_web(web) as served:
         urls = served.article_urls()
-        bodies = [page.body for _, page in served.pages]
-        one_round(urls, bodies, settings)  # warm-up: imports, caches, prepared statements
+        one_round(urls, settings)  # warm-up: imports, caches, prepared statements
         for number in range(1, args.rounds + 1):
-            for stage, ms in one_round(urls, bodies, settings).items():
+            for stage, ms in one_round(urls, settings).items():
                 figures[stage].append(ms)
             print(f"round {number} done", file=sys.stderr, flush=True)
     with psycopg.connect(PG, autocommit=True) as admin:

@@ -45,6 +45,7 @@ from typing import Any
 
 import psycopg
 
+from benchmarks import limit
 from benchmarks.extraction import Score
 from benchmarks.peer import url_filename
 from tests.newsweb import CORPUS, NewsWeb, build_web, serve_web
@@ -257,33 +258,23 @@ class MemoryWatch:
 
 # -- 1. the limit --------------------------------------------------------------------------
 
-_PAGES: list[tuple[str, bytes]] = []
-
-
-def _extract_chunk(indices: list[int]) -> list[tuple[str, str]]:
-    from trafilatura import bare_extraction
-
-    out = []
-    for i in indices:
-        url, body = _PAGES[i]
-        doc: Any = bare_extraction(body, url=url, with_metadata=True)
-        out.append((url, (doc.text or "") if doc is not None else ""))
-    return out
-
 
 def measure_limit(web: NewsWeb, processes: int) -> tuple[float, dict[str, str]]:
-    global _PAGES
-    _PAGES = [(host.origin() + page.path, page.body) for host, page in web.pages]
-    indices = list(range(len(_PAGES)))
+    """Spawned processes (benchmarks/limit.py): this one has imported newsagg, which
+    speeds up trafilatura in it, and a fork would inherit that."""
+    pages = [(host.origin() + page.path, page.body) for host, page in web.pages]
+    indices = list(range(len(pages)))
     chunks = [indices[i : i + 4] for i in range(0, len(indices), 4)]
-    ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(processes, mp_context=ctx) as pool:
-        list(pool.map(_extract_chunk, chunks))  # warm-up, untimed
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        processes, mp_context=ctx, initializer=limit.load, initargs=(pages,)
+    ) as pool:
+        list(pool.map(limit.extract_chunk, chunks))  # warm-up, untimed
         started = time.perf_counter()
-        results = list(pool.map(_extract_chunk, chunks))
+        results = list(pool.map(limit.extract_chunk, chunks))
         elapsed = time.perf_counter() - started
     texts = {url: text for chunk in results for url, text in chunk}
-    return len(_PAGES) / elapsed, texts
+    return len(pages) / elapsed, texts
 
 
 # -- 2. newsagg ----------------------------------------------------------------------------

@@ -3,6 +3,10 @@
 -- before keep pglz. Applied by `newsagg db init` to databases made from 0004; a fresh
 -- database gets this from schema.sql.
 
+-- A catalog change, but under an ACCESS EXCLUSIVE lock: rather than queue behind a long
+-- reader of articles (and hold up every worker and reader behind it), fail and say so.
+SET LOCAL lock_timeout = '10s';
+
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_settings

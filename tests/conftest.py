@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import psycopg
 import pytest
@@ -170,7 +171,9 @@ def start_worker(
         from workers.cli import worker_command
         from workers.settings import Settings
 
-        command = worker_command(Settings(), extra, app=app)
+        with mock.patch.dict(os.environ, env or {}):
+            settings = Settings()  # as the worker will read its environment
+        command = worker_command(settings, extra, app=app)
     proc = subprocess.Popen(
         command,
         stdout=log,
