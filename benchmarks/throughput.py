@@ -493,6 +493,21 @@ def memory_trend(memory: MemoryWatch, env: dict[str, str]) -> list[str]:
             f"{len(growth)} children): median {statistics.median(growth):+.0f} MB, "
             f"max {growth[-1]:+.0f} MB"
         )
+    # A child starts as a copy of the main process: children born later starting bigger
+    # point at the main process, growth within lives at the children.
+    born = [life[settle] / MB for life in lives.values() if len(life) > settle]
+    if len(born) >= 2:
+        lines.append(
+            "child RSS after its first seconds, by birth: "
+            + ", ".join(f"{b:.0f}" for b in born)
+            + " MB"
+        )
+    main = [rss[pid] for _, rss in memory.samples for pid in rss if memory.names.get(pid) == "main"]
+    if main:
+        picks = [main[len(main) * k // 5] for k in range(5)] + [main[-1]]
+        lines.append(
+            "worker main RSS through the run: " + ", ".join(f"{v / MB:.0f}" for v in picks) + " MB"
+        )
     return lines
 
 
