@@ -42,6 +42,7 @@ import redis
 
 os.environ.setdefault("NEWSAGG_ALLOWED_NETWORKS", "127.0.0.0/8")
 
+from benchmarks.throughput import PG, REDIS, cpu_seconds
 from tests.newsweb import build_web, serve_web
 from workers import pipeline, store
 from workers.extract import Article, FeedHints, extract_article
@@ -49,16 +50,15 @@ from workers.fetch import Fetcher, decode_page
 from workers.politeness import Politeness
 from workers.settings import Settings
 
-PG = os.environ.get("NEWSAGG_BENCH_SERVER", "postgresql://localhost/postgres")
-REDIS = os.environ.get("NEWSAGG_BENCH_REDIS", "redis://localhost:6379/14")
 DBNAME = "newsagg_bench_stages"
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def backend_cpu(pid: int) -> float:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    """The backend's CPU seconds (throughput's reader, which says 0 for a process it cannot
+    see: here that would be a wrong figure, so a missing one is an error)."""
+    if not Path(f"/proc/{pid}/stat").exists():
+        raise RuntimeError(f"PostgreSQL backend {pid} is not on this machine: cannot read its CPU")
+    return cpu_seconds(pid)
 
 
 def fresh_database(settings: Settings) -> psycopg.Connection[Any]:
